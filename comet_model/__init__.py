@@ -1,0 +1,1 @@
+"""COMET: continual cross-modal generalization (reference implementation)."""
