@@ -1,0 +1,1 @@
+"""The Ray Tune sweep harness for COMET (Ray is imported lazily, inside the sweep code)."""

@@ -1,0 +1,101 @@
+"""Write the harness's tidy Parquet records (schema in :mod:`reports.schema`).
+
+Every file is written atomically (a dot-prefixed temp name, then ``os.replace``), so a reader
+never sees half a file and a driver or trial killed mid-write leaves nothing behind that counts.
+Layout under an experiment folder::
+
+    records/metrics/<run_key>-s<stage>-<ns>.parquet   one per finished trial stage
+    records/runs/<run_key>-<ns>.parquet               one per run status change
+
+Duplicates (a stage recomputed after a crash, a trial relaunched under a new Ray id) are
+expected and harmless: readers keep the newest row per key (``reports.load``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from reports.schema import AXES, METRICS_SCHEMA, RUNS_SCHEMA, split_metric_key
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _atomic_write(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def _axes_values(axes: Mapping[str, object]) -> dict[str, object]:
+    unknown = set(axes) - set(AXES)
+    if unknown:
+        raise ValueError(f"unknown result axes {sorted(unknown)}; known: {sorted(AXES)}")
+    return {name: axes.get(name) for name in AXES}
+
+
+def write_stage_metrics(
+    root: Path,
+    *,
+    sweep: str,
+    run_key: str,
+    seed: int,
+    trial_id: str,
+    attempt: int,
+    axes: Mapping[str, object],
+    stage: int,
+    stage_name: str,
+    metrics: Mapping[str, float],
+) -> Path:
+    """Write the metrics of one finished stage of one run; returns the file written."""
+    base = {"sweep": sweep, "run_key": run_key, "seed": seed, "trial_id": trial_id}
+    base |= {"attempt": attempt, **_axes_values(axes), "stage": stage, "stage_name": stage_name}
+    now = _now()
+    rows = []
+    for key in sorted(metrics):
+        task, pair, metric = split_metric_key(key)
+        rows.append(
+            base | {"task": task, "pair": pair, "metric": metric, "value": float(metrics[key])}
+        )
+        rows[-1]["recorded_at"] = now
+    table = pa.Table.from_pylist(rows, schema=METRICS_SCHEMA)
+    path = Path(root) / "records" / "metrics" / f"{run_key}-s{stage}-{time.time_ns()}.parquet"
+    _atomic_write(table, path)
+    return path
+
+
+def write_run(
+    root: Path,
+    *,
+    sweep: str,
+    run_key: str,
+    seed: int,
+    trial_id: str,
+    axes: Mapping[str, object],
+    status: str,
+    stages_done: int,
+    num_stages: int,
+    config: Mapping[str, object],
+    error: str = "",
+    wall_s: float = float("nan"),
+) -> Path:
+    """Record a run's status (``complete`` or ``failed``) with its full resolved config."""
+    row = {"sweep": sweep, "run_key": run_key, "seed": seed, "trial_id": trial_id}
+    row |= _axes_values(axes)
+    row |= {"status": status, "stages_done": stages_done, "num_stages": num_stages}
+    row |= {"error": error, "wall_s": wall_s, "recorded_at": _now()}
+    row["config_json"] = json.dumps(dict(config), sort_keys=True, default=str)
+    table = pa.Table.from_pylist([row], schema=RUNS_SCHEMA)
+    path = Path(root) / "records" / "runs" / f"{run_key}-{time.time_ns()}.parquet"
+    _atomic_write(table, path)
+    return path

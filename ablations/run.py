@@ -1,0 +1,200 @@
+"""Run a COMET sweep with Ray Tune: ``python ablations/run.py --grid experts``.
+
+Each trial is one full continual pipeline (all stages of the stage plan), reported once per
+stage. Running the same command again resumes: finished runs are skipped, interrupted runs
+continue after their last finished stage. Results are Parquet records under
+``STORAGE/NAME/records`` (build tables and figures with ``python reports/build.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  python ablations/run.py --grid experts                      # expert-count curve, 3 seeds
+  python ablations/run.py --grid ablations --preset smoke     # quick plumbing check
+  python ablations/run.py --search optuna --num-samples 20 --metric objective
+  python ablations/run.py --grid experts --gpus-per-trial 0.25   # 4 trials per GPU
+  RAY_ADDRESS=head:6379 python ablations/run.py --grid methods --storage /shared/results
+Run the same command again to resume after Ctrl-C, SIGTERM or a crash; --fresh starts over."""
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    """``3`` -> seeds 0, 1, 2; ``0,5,7`` -> those seeds."""
+    try:
+        if "," in text:
+            seeds = tuple(int(s) for s in text.split(",") if s.strip())
+        else:
+            seeds = tuple(range(_positive_int(text)))
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(
+            f"expected a count or a comma list, got {text!r}"
+        ) from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be distinct and non-empty, got {text!r}")
+    return seeds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from search_spaces.grids import GRIDS
+
+    p = argparse.ArgumentParser(
+        prog="ablations/run.py",
+        description="Sweep continual COMET pipelines with Ray Tune (one trial per pipeline).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--grid", help=f"named grid: {', '.join(GRIDS)}")
+    what.add_argument("--search", choices=["optuna"], help="Optuna search over EWC lambda, K2, PMR")
+    p.add_argument("--num-samples", type=_positive_int, default=20, help="Optuna trials (20)")
+    p.add_argument("--metric", default="objective", help="metric to optimise (objective)")
+    p.add_argument("--mode", choices=["max", "min"], default="max")
+    p.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="count or list (3 = 0,1,2)")
+    p.add_argument("--preset", choices=["smoke", "default", "paper"], default="default")
+    p.add_argument("--plan", type=Path, help="bring-your-own stage plan (TOML/YAML)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key for every run (repeatable)",
+    )
+    p.add_argument("--cpus-per-trial", type=_positive_float, default=1.0)
+    p.add_argument(
+        "--gpus-per-trial",
+        type=_non_negative_float,
+        default=0.0,
+        help="fraction of a GPU per trial, e.g. 0.25 (ignored without GPUs)",
+    )
+    p.add_argument("--max-concurrent", type=_positive_int, default=None)
+    p.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial (0)")
+    p.add_argument("--name", help="experiment name (default: the grid name + preset)")
+    p.add_argument("--storage", type=Path, default=Path("results"), help="results root (results/)")
+    p.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="existing Ray cluster (host:port, ray://host:port or auto; RAY_ADDRESS)",
+    )
+    p.add_argument(
+        "--fresh", action="store_true", help="delete this sweep's results and start over"
+    )
+    return p
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _parse_sets(items: list[str], known: dict) -> dict[str, object]:
+    from comet_model.config import parse_value
+
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        if key not in known:
+            raise ValueError(f"--set: unknown config key {key!r}")
+        out[key] = parse_value(key, text)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ablations.sweep import Resources, SweepError, SweepSpec, run_sweep
+    from comet_model.config import ConfigError, ExperimentConfig, preset
+    from search_spaces.grids import check_keys, get_grid
+
+    try:
+        flat = preset(args.preset).to_flat()
+        base = _parse_sets(args.set, flat)
+        if args.plan is not None:
+            if not args.plan.is_file():
+                return _fail(f"{args.plan}: stage plan file not found")
+            base |= {"data.source": "plan", "data.plan_file": str(args.plan.resolve())}
+        if args.grid:
+            arms = get_grid(args.grid)
+            name = args.name or f"{args.grid}-{args.preset}"
+        else:
+            arms = {"search": {"comet": True}}
+            name = args.name or f"optuna-{args.preset}"
+        check_keys(arms, flat)
+        for overrides in arms.values():  # every arm must resolve to a valid config
+            ExperimentConfig.from_flat({**flat, **base, **overrides})
+    except KeyError as exc:
+        return _fail(str(exc.args[0]))
+    except (ConfigError, ValueError) as exc:
+        return _fail(str(exc))
+    if args.max_failures < 0:
+        return _fail("--max-failures must be >= 0")
+
+    spec = SweepSpec(
+        name=name,
+        preset=args.preset,
+        seeds=args.seeds,
+        arms=arms,
+        base=base,
+        search="optuna" if args.search else "grid",
+        num_samples=args.num_samples,
+        metric=args.metric,
+        mode=args.mode,
+    )
+    res = Resources(
+        args.cpus_per_trial,
+        args.gpus_per_trial,
+        args.max_concurrent,
+        args.address or None,
+        args.max_failures,
+    )
+    try:
+        outcome = run_sweep(spec, res, args.storage, fresh=args.fresh)
+    except SweepError as exc:
+        return _fail(str(exc))
+    except ConnectionError as exc:
+        return _fail(f"cannot connect to Ray: {str(exc).splitlines()[0]}")
+    from ablations.summary import print_summary
+
+    print_summary(outcome)
+    if outcome.interrupted:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0 if outcome.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

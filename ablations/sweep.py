@@ -1,0 +1,302 @@
+"""Build, run and resume a Ray Tune sweep of continual COMET pipelines (one trial per pipeline)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ablations.keys import resolve_flat, run_key
+from ablations.trainable import comet_trial
+
+
+class SweepError(RuntimeError):
+    """A sweep that cannot start (one-line message; the CLI exits 2)."""
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Everything that defines a sweep's set of runs (its hash guards ``--name`` reuse)."""
+
+    name: str
+    preset: str
+    seeds: tuple[int, ...]
+    arms: dict[str, dict[str, object]]  # grid arms (a single "search" arm for Optuna)
+    base: dict[str, object] = field(default_factory=dict)  # --set / --plan overrides
+    search: str = "grid"  # grid | optuna
+    num_samples: int = 1
+    metric: str = "objective"
+    mode: str = "max"
+
+    def digest(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    address: str | None = None
+    max_failures: int = 0
+
+
+@dataclass
+class SweepOutcome:
+    exp_dir: Path
+    expected: int
+    complete: list[str]
+    failed: dict[str, str]  # run_key -> error
+    missing: int
+    interrupted: bool
+    wall_s: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and self.missing == 0 and not self.interrupted
+
+
+def expected_run_keys(spec: SweepSpec, preset_flat: dict) -> dict[str, tuple[str, int]]:
+    """run_key -> (arm, seed) of every run a grid sweep must produce."""
+    keys = {}
+    for arm, overrides in spec.arms.items():
+        for seed in spec.seeds:
+            flat = resolve_flat(preset_flat, dict(spec.base) | overrides, seed)
+            keys[run_key(flat)] = (arm, seed)
+    return keys
+
+
+def _check_address(address: str) -> None:
+    """Fail fast (3 s) with one line when a cluster address does not answer."""
+    if address in ("auto", "local"):
+        return
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise SweepError(f"--address {address!r} is not of the form host:port or ray://host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as exc:
+        raise SweepError(f"cannot reach Ray cluster at {address} ({exc.strerror or exc})") from None
+
+
+def _init_ray(res: Resources) -> dict:
+    import ray
+
+    if res.address:
+        _check_address(res.address)
+        ray.init(address=res.address, log_to_driver=False)
+    else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        tmp = os.environ.get("RAY_TMPDIR") or os.path.join(tempfile.gettempdir(), "rc")
+        os.makedirs(tmp, exist_ok=True)
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=100 * 1024**2,
+            _temp_dir=tmp,
+            runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}},
+        )
+    return ray.cluster_resources()
+
+
+class _Progress:
+    """One line per finished stage and per finished trial, on stderr."""
+
+    def __init__(self, total: int, num_stages: int, start: float) -> None:
+        self.total, self.num_stages, self.start = total, num_stages, start
+        self.done = 0
+
+    def line(self, text: str) -> None:
+        elapsed = time.perf_counter() - self.start
+        print(f"[{self.done}/{self.total} runs, {elapsed / 60:5.1f} min] {text}", file=sys.stderr)
+
+    @staticmethod
+    def label(trial) -> str:
+        cfg = trial.config
+        arm = cfg.get("arm", "search")
+        extra = " ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in cfg.items()
+            if k not in ("arm", "seed")
+        )
+        return f"{arm} seed={cfg.get('seed')}" + (f" {extra}" if extra else "")
+
+
+def _callback(progress: _Progress):
+    from ray import tune
+
+    class ProgressCallback(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            obj = result.get("objective", math.nan)
+            progress.line(
+                f"{progress.label(trial)}: stage {result.get('stage')}/{progress.num_stages} "
+                f"objective={obj:.3f}"
+            )
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            progress.done += 1
+            progress.line(f"{progress.label(trial)}: done")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            progress.done += 1
+            progress.line(f"{progress.label(trial)}: FAILED (error recorded in the runs table)")
+
+    return ProgressCallback()
+
+
+def run_sweep(
+    spec: SweepSpec, res: Resources, storage: Path, *, fresh: bool = False
+) -> SweepOutcome:
+    """Run (or resume) the sweep ``spec`` under ``storage/spec.name``."""
+    from comet_model.config import preset as get_preset
+
+    preset_flat = get_preset(spec.preset).to_flat()
+    num_stages = (
+        len(preset_flat["data.stages"])
+        if "data.stages" not in spec.base
+        else len(spec.base["data.stages"])
+    )
+    storage = storage.resolve()
+    exp_dir = storage / spec.name
+    marker = exp_dir / "sweep.json"
+    if fresh and exp_dir.exists():
+        shutil.rmtree(exp_dir)
+    if marker.exists():
+        old = json.loads(marker.read_text()).get("digest")
+        if old != spec.digest():
+            raise SweepError(
+                f"sweep {spec.name!r} in {storage} was started with different settings; "
+                "rerun with --fresh to start over or pick another --name"
+            )
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"digest": spec.digest(), "spec": asdict(spec)}, default=str))
+    shutil.rmtree(exp_dir / "scratch", ignore_errors=True)  # staging dirs leaked by killed trials
+
+    cluster = _init_ray(res)
+    from ray import tune
+
+    gpus = res.gpus_per_trial if cluster.get("GPU", 0) > 0 else 0.0
+    if res.gpus_per_trial > 0 and gpus == 0:
+        print("note: the cluster has no GPU; trials run on CPU", file=sys.stderr)
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            comet_trial,
+            sweep=spec.name,
+            root=str(exp_dir),
+            preset=spec.preset,
+            arms=spec.arms,
+            base=spec.base,
+            metric=spec.metric,
+            gpu_fraction=gpus,
+        ),
+        {"cpu": res.cpus_per_trial, "gpu": gpus},
+    )
+    total = spec.num_samples if spec.search == "optuna" else len(spec.arms) * len(spec.seeds)
+    start = time.perf_counter()
+    run_config = tune.RunConfig(
+        name=spec.name,
+        storage_path=str(storage),
+        verbose=0,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        failure_config=tune.FailureConfig(max_failures=res.max_failures),
+        callbacks=[_callback(_Progress(total, num_stages, start))],
+    )
+    tuner_dir = str(exp_dir)
+    if tune.Tuner.can_restore(tuner_dir):
+        print(f"resuming sweep {spec.name!r} from {exp_dir}", file=sys.stderr)
+        tuner = tune.Tuner.restore(
+            tuner_dir, trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_param_space(spec),
+            tune_config=_tune_config(spec, res, exp_dir),
+            run_config=run_config,
+        )
+
+    interrupted = {"flag": False}
+
+    def _graceful(signum, frame):  # SIGTERM (batch schedulers) -> Tune's graceful SIGINT stop
+        interrupted["flag"] = True
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, _graceful)
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        interrupted["flag"] = True
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return _check(spec, preset_flat, exp_dir, interrupted["flag"], time.perf_counter() - start)
+
+
+def _param_space(spec: SweepSpec) -> dict:
+    from ray import tune
+
+    if spec.search == "optuna":
+        from search_spaces.optuna_space import comet_space
+
+        return {"arm": "search", "seed": spec.seeds[0], **comet_space()}
+    return {"arm": tune.grid_search(list(spec.arms)), "seed": tune.grid_search(list(spec.seeds))}
+
+
+def _tune_config(spec: SweepSpec, res: Resources, exp_dir: Path):
+    from ray import tune
+
+    if spec.search != "optuna":  # FIFO grid: every arm runs all stages
+        return tune.TuneConfig(num_samples=1, max_concurrent_trials=res.max_concurrent)
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{exp_dir / 'optuna.db'}")
+    searcher = OptunaSearch(
+        metric=spec.metric, mode=spec.mode, seed=0, study_name=spec.name, storage=storage
+    )
+    return tune.TuneConfig(
+        search_alg=searcher,
+        num_samples=spec.num_samples,
+        max_concurrent_trials=res.max_concurrent,
+    )
+
+
+def _check(spec, preset_flat, exp_dir: Path, interrupted: bool, wall: float) -> SweepOutcome:
+    """Completeness check from the harness's own records (Tune's counters are not reliable)."""
+    from reports.load import ResultsError, load_results
+
+    try:
+        _, runs = load_results(exp_dir)
+    except ResultsError:
+        runs = None
+    status = (
+        {}
+        if runs is None
+        else dict(
+            zip(runs["run_key"], zip(runs["status"], runs["error"], strict=True), strict=True)
+        )
+    )
+    if spec.search == "optuna":
+        complete = [k for k, (s, _) in status.items() if s == "complete"]
+        failed = {k: e for k, (s, e) in status.items() if s != "complete"}
+        missing = max(0, spec.num_samples - len(complete) - len(failed))
+        expected = spec.num_samples
+    else:
+        keys = expected_run_keys(spec, preset_flat)
+        complete = [k for k in keys if status.get(k, ("",))[0] == "complete"]
+        failed = {k: status[k][1] for k in keys if k in status and status[k][0] != "complete"}
+        missing = len(keys) - len(complete) - len(failed)
+        expected = len(keys)
+    return SweepOutcome(exp_dir, expected, complete, failed, missing, interrupted, wall)

@@ -1,0 +1,102 @@
+"""The results contract between the sweep harness (writer) and the reports (reader).
+
+Two tables, both tidy Parquet:
+
+- ``metrics``: one row per (sweep, run_key, stage, task, pair, metric) with a float ``value``.
+  ``stage`` is the 1-based index of the training stage just finished; ``task`` is the evaluation
+  family (``ave``, ``avvp``, ``ave_avvp``, ``retrieval``, ``usage``, ``forgetting``, ``objective``),
+  ``pair`` the modality pair in its direction (``video->audio``, ``image<->audio``) or a single
+  modality, or ``""``; ``metric`` the quantity (``acc``, ``f1``, ``r1`` ...). The axes that tables
+  group by (``variant``, ``method``, ``comet``, ``num_experts`` ...) are columns too, so a report
+  never has to join.
+- ``runs``: one row per run_key, with its status (``complete``, ``failed``), error text, and the
+  full resolved config as a JSON string.
+
+A run_key is a hash of the resolved flat config (seed included), never Ray's trial id, so a
+re-run stage overwrites rather than duplicates (readers keep the newest row per key).
+
+This module imports only pyarrow and pandas; the harness imports it to write, the reports to read.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+PRODUCER = "comet-cmg"
+
+#: Columns that identify one measurement; readers deduplicate on these (newest wins).
+METRIC_KEY = ("sweep", "run_key", "stage", "task", "pair", "metric")
+
+#: Axes copied from the config into every metrics row (what tables and curves group by).
+AXES: dict[str, pa.DataType] = {
+    "variant": pa.string(),  # grid arm label, e.g. "full", "-PM", "experts=6", "DCID"
+    "method": pa.string(),  # dcid | cmcm | turn
+    "comet": pa.bool_(),
+    "num_experts": pa.int32(),
+    "ewc_lam": pa.float64(),
+    "k2": pa.int32(),
+    "w_k2": pa.float64(),
+    "beta_pmr": pa.float64(),
+    "stage_order": pa.string(),  # e.g. "video-text,audio-text,image-text"
+    "class_plan": pa.string(),
+    "preset": pa.string(),
+}
+
+METRICS_SCHEMA = pa.schema(
+    [
+        ("sweep", pa.string()),
+        ("run_key", pa.string()),
+        ("seed", pa.int32()),
+        ("trial_id", pa.string()),  # informational only; never a key
+        ("attempt", pa.int32()),
+        *AXES.items(),
+        ("stage", pa.int32()),
+        ("stage_name", pa.string()),
+        ("task", pa.string()),
+        ("pair", pa.string()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+        ("recorded_at", pa.timestamp("ms", tz="UTC")),
+    ],
+    metadata={"schema_version": SCHEMA_VERSION, "producer": PRODUCER, "table": "metrics"},
+)
+
+RUNS_SCHEMA = pa.schema(
+    [
+        ("sweep", pa.string()),
+        ("run_key", pa.string()),
+        ("seed", pa.int32()),
+        ("trial_id", pa.string()),
+        *AXES.items(),
+        ("status", pa.string()),  # complete | failed
+        ("stages_done", pa.int32()),
+        ("num_stages", pa.int32()),
+        ("error", pa.string()),
+        ("wall_s", pa.float64()),
+        ("config_json", pa.string()),
+        ("recorded_at", pa.timestamp("ms", tz="UTC")),
+    ],
+    metadata={"schema_version": SCHEMA_VERSION, "producer": PRODUCER, "table": "runs"},
+)
+
+RUN_KEY = ("sweep", "run_key")
+
+
+def split_metric_key(key: str) -> tuple[str, str, str]:
+    """Split an evaluation key into (task, pair, metric).
+
+    ``"ave/video->audio/acc"`` -> ``("ave", "video->audio", "acc")``;
+    ``"usage/perplexity/video"`` -> ``("usage", "video", "perplexity")``;
+    ``"usage/codes_1"`` -> ``("usage", "", "codes_1")``;
+    ``"objective"`` -> ``("objective", "", "value")``.
+    """
+    parts = key.split("/")
+    if len(parts) == 1:
+        return parts[0], "", "value"
+    if len(parts) == 2:
+        return parts[0], "", parts[1]
+    task, middle, last = parts[0], "/".join(parts[1:-1]), parts[-1]
+    if task == "usage":  # usage/perplexity/<modality>
+        return task, last, middle
+    return task, middle, last
