@@ -120,18 +120,10 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _parse_sets(items: list[str], known: dict) -> dict[str, object]:
-    from comet_model.config import parse_value
+def _parse_sets(items: list[str], cfg) -> dict[str, object]:
+    from comet_model.config import parse_override
 
-    out = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        if key not in known:
-            raise ValueError(f"--set: unknown config key {key!r}")
-        out[key] = parse_value(key, text)
-    return out
+    return dict(parse_override(item, cfg) for item in items)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     from search_spaces.grids import check_keys, get_grid
 
     try:
-        flat = preset(args.preset).to_flat()
-        base = _parse_sets(args.set, flat)
+        cfg = preset(args.preset)
+        flat = cfg.to_flat()
+        base = _parse_sets(args.set, cfg)
         if args.plan is not None:
             if not args.plan.is_file():
                 return _fail(f"{args.plan}: stage plan file not found")
