@@ -100,7 +100,9 @@ class Sequences:
             )
         for m, k in (self.masks or {}).items():
             if tuple(k.shape) != (n, t):
-                raise DataError(f"{source}: mask of '{m}' has shape {tuple(k.shape)}, expected ({n}, {t})")
+                raise DataError(
+                    f"{source}: mask of '{m}' has shape {tuple(k.shape)}, expected ({n}, {t})"
+                )
 
 
 @dataclass(frozen=True)

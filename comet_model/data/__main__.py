@@ -1,0 +1,151 @@
+"""Command line of the data layer: build the digits bank, check a stage plan, probe a bank.
+
+    python -m comet_model.data build [--raw DIR] [--out FILE]
+    python -m comet_model.data check PLAN
+    python -m comet_model.data probe [--bank FILE] [--background]
+
+Bad input ends with one line ``error: <file>: <problem>`` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .types import DataError
+
+EXIT_BAD_INPUT = 2
+
+
+def _default_raw() -> Path:
+    # the raw recordings live beside the repository, in ../shared/data/digits
+    return Path(__file__).resolve().parents[3] / "shared" / "data" / "digits"
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before the build, not after it, when ``out`` cannot be written."""
+    if out.is_dir():
+        raise DataError(f"{out}: is a folder, expected a file name")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as exc:
+        raise DataError(f"{out}: cannot write there ({exc.strerror or exc})") from None
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from .bank import default_bank_path
+    from .build import bank_bytes, build_bank, write_atomic
+
+    raw = Path(args.raw) if args.raw else _default_raw()
+    out = Path(args.out) if args.out else default_bank_path()
+    if not raw.is_dir():
+        raise DataError(f"{raw}: raw data folder not found (pass --raw DIR)")
+    _check_writable(out)
+    t0 = time.perf_counter()
+    arrays = build_bank(raw, progress=_stderr)
+    data = bank_bytes(arrays)
+    write_atomic(out, data)
+    _stderr(f"wrote {out} ({len(data):,} bytes) in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .byo import load_plan
+
+    bench = load_plan(args.plan)
+    print(f"{args.plan}: ok, {len(bench.stages)} stage(s), mediator {bench.stages[0].mediator}")
+    for st in bench.stages:
+        print(
+            f"  {st.name}: modalities {list(st.modalities)}, train N={st.train.num_items} "
+            f"T={st.train.num_steps}, val N={st.val.num_items}"
+        )
+    dims = ", ".join(f"{m}={d}" for m, d in bench.feature_dims.items())
+    print(f"  feature dims: {dims}; classes: {bench.num_classes}")
+    if bench.downstream is not None:
+        d = bench.downstream
+        print(
+            f"  downstream: ave {d.ave_train.num_items}/{d.ave_test.num_items}, "
+            f"avvp {d.avvp_train.num_items}/{d.avvp_test.num_items}, "
+            f"retrieval {d.retrieval.num_items}"
+        )
+    return 0
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from .bank import load_bank
+    from .probe import probe_accuracy
+
+    bank = load_bank(args.bank)
+    classes = "11 classes (with background)" if args.background else "digits 0-9"
+    print(f"linear probe, held-out accuracy ({classes}):")
+    for m in bank.modalities:
+        acc = probe_accuracy(bank, m, include_background=args.background, seed=args.seed)
+        print(f"  {m:<6} {100 * acc:5.1f} %")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The argument parser (subcommands build, check, probe)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m comet_model.data",
+        description="Digits-world feature bank and bring-your-own stage plans.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    b = sub.add_parser(
+        "build",
+        help="featurise the raw recordings into the feature bank",
+        description="Featurise the raw digits-world recordings into one deterministic .npz bank.",
+    )
+    b.add_argument(
+        "--raw",
+        metavar="DIR",
+        help="raw data folder (default: ../shared/data/digits beside the repository)",
+    )
+    b.add_argument(
+        "--out", metavar="FILE", help="bank file to write (default: the package's bank file)"
+    )
+    b.set_defaults(func=_cmd_build)
+    c = sub.add_parser(
+        "check",
+        help="validate a bring-your-own stage plan and its files",
+        description="Load a stage plan (TOML or YAML) and every file it names; print a summary.",
+    )
+    c.add_argument("plan", metavar="PLAN", help="stage plan file (.toml, .yaml or .yml)")
+    c.set_defaults(func=_cmd_check)
+    p = sub.add_parser(
+        "probe",
+        help="linear-probe accuracy of every modality of a bank",
+        description="Train a softmax-regression probe per modality on the bank's train pool and "
+        "print its accuracy on the test pool.",
+    )
+    p.add_argument("--bank", metavar="FILE", help="bank file (default: the package's bank file)")
+    p.add_argument("--background", action="store_true", help="include the background class")
+    p.add_argument("--seed", type=int, default=0, help="probe seed (default 0)")
+    p.set_defaults(func=_cmd_probe)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = make_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except DataError as exc:
+        _stderr(f"error: {exc}")
+    except OSError as exc:
+        _stderr(f"error: {exc.filename or '-'}: {exc.strerror or exc}")
+    return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
