@@ -1,0 +1,159 @@
+"""Per-modality encoders and decoders of DCID (spec section 2, dcid_reference 1.3-1.5).
+
+For every modality m (created the first time m appears, kept afterwards):
+
+- semantic encoder: ``Linear(d_m -> D)`` then a small Transformer encoder over the T steps
+  (post-norm by default, as the original; no positional encoding by default, as the original);
+- modality-specific encoder: ``Linear(d_m -> D_spec) + ReLU``;
+- decoder: ``Linear(D -> D)`` on the quantised semantic sequence, concatenated with the
+  specific features, then ``Linear(D + D_spec -> d_m)`` (the original's audio/text decoder).
+
+All modules are held in ``nn.ModuleDict``s keyed by modality name.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Decoder", "ModalityEncoders", "SemanticEncoder", "sinusoidal_positions"]
+
+
+def sinusoidal_positions(steps: int, dim: int) -> Tensor:
+    """Fixed sinusoidal position table ``[T, D]`` (Vaswani et al. 2017)."""
+    pos = torch.arange(steps, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(steps, dim)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq)[:, : dim // 2]
+    return table
+
+
+class SemanticEncoder(nn.Module):
+    """Linear projection into the shared space, then Transformer layers over time."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int,
+        *,
+        layers: int = 1,
+        heads: int = 4,
+        ffn: int = 128,
+        dropout: float = 0.1,
+        norm_first: bool = False,
+        positional: bool = False,
+    ) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_dim, dim)
+        self.positional = positional
+        # independent layers (nn.TransformerEncoder would deep-copy one initialisation)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                dim, heads, ffn, dropout, batch_first=True, norm_first=norm_first
+            )
+            for _ in range(layers)
+        )
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``x [B, T, d_m]`` -> ``[B, T, D]``; ``mask`` bool ``[B, T]`` (True = valid step)."""
+        h = self.proj(x)
+        if self.positional:
+            h = h + sinusoidal_positions(h.shape[1], h.shape[2]).to(h)
+        pad = None
+        if mask is not None:
+            pad = ~mask.bool()
+            pad = pad & ~pad.all(1, keepdim=True)  # fully padded items attend to all (ignored)
+        for layer in self.layers:
+            h = layer(h, src_key_padding_mask=pad)
+        return h
+
+
+class Decoder(nn.Module):
+    """Reconstructs the input features from ``[Linear(quantised) ; specific]``."""
+
+    def __init__(self, dim: int, spec_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.vq_proj = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim + spec_dim, out_dim)
+
+    def forward(self, vq: Tensor, spec: Tensor) -> Tensor:
+        """``vq [B, T, D]``, ``spec [B, T, D_spec]`` -> reconstruction ``[B, T, d_m]``."""
+        return self.out(torch.cat([self.vq_proj(vq), spec], dim=-1))
+
+
+class ModalityEncoders(nn.Module):
+    """Semantic encoders, specific encoders and decoders of every modality seen so far."""
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        spec_dim: int = 64,
+        layers: int = 1,
+        heads: int = 4,
+        ffn: int = 128,
+        dropout: float = 0.1,
+        norm_first: bool = False,
+        positional: bool = False,
+    ) -> None:
+        super().__init__()
+        self.dim, self.spec_dim = dim, spec_dim
+        self._semantic_kw = {
+            "layers": layers,
+            "heads": heads,
+            "ffn": ffn,
+            "dropout": dropout,
+            "norm_first": norm_first,
+            "positional": positional,
+        }
+        self.semantic = nn.ModuleDict()
+        self.specific = nn.ModuleDict()
+        self.decoder = nn.ModuleDict()
+        self.in_dims: dict[str, int] = {}
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Modalities in order of first appearance."""
+        return tuple(self.in_dims)
+
+    def add_modality_(self, name: str, in_dim: int) -> bool:
+        """Create the modules of ``name`` (input width ``in_dim``); False if it already exists."""
+        if not name or "." in name:
+            raise ValueError(f"modality name {name!r} must be non-empty and contain no '.'")
+        if name in self.in_dims:
+            if self.in_dims[name] != in_dim:
+                raise ValueError(
+                    f"modality '{name}' was created with {self.in_dims[name]} features, "
+                    f"got {in_dim}"
+                )
+            return False
+        self.semantic[name] = SemanticEncoder(in_dim, self.dim, **self._semantic_kw)
+        self.specific[name] = nn.Sequential(nn.Linear(in_dim, self.spec_dim), nn.ReLU())
+        self.decoder[name] = Decoder(self.dim, self.spec_dim, in_dim)
+        self.in_dims[name] = in_dim
+        return True
+
+    def check_input(self, name: str, x: Tensor) -> None:
+        """Raise a one-line error if ``x`` does not fit modality ``name``."""
+        if name not in self.in_dims:
+            raise KeyError(f"unknown modality '{name}' (known: {list(self.in_dims)})")
+        if x.ndim != 3 or x.shape[-1] != self.in_dims[name]:
+            raise ValueError(
+                f"modality '{name}' expects [B, T, {self.in_dims[name]}], got {tuple(x.shape)}"
+            )
+
+    def encode_semantic(self, name: str, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Continuous semantic features ``[B, T, D]`` of modality ``name``."""
+        self.check_input(name, x)
+        return self.semantic[name](x, mask)
+
+    def encode_specific(self, name: str, x: Tensor) -> Tensor:
+        """Modality-specific features ``[B, T, D_spec]``."""
+        return self.specific[name](x)
+
+    def decode(self, name: str, vq: Tensor, spec: Tensor) -> Tensor:
+        """Reconstruction ``[B, T, d_m]`` of modality ``name``."""
+        return self.decoder[name](vq, spec)
