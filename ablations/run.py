@@ -68,10 +68,17 @@ def _seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad flags: one line naming the problem, exit status 2 (no usage dump)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from search_spaces.grids import GRIDS
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="ablations/run.py",
         description="Sweep continual COMET pipelines with Ray Tune (one trial per pipeline).",
         epilog=EPILOG,
@@ -147,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
             arms = {"search": {"comet": True}}
             name = args.name or f"optuna-{args.preset}"
         check_keys(arms, flat)
+        swept = sorted({k for overrides in arms.values() for k in overrides} & set(base))
+        if swept:
+            return _fail(f"--set {swept[0]} conflicts with the grid, which sweeps that key")
         for overrides in arms.values():  # every arm must resolve to a valid config
             ExperimentConfig.from_flat({**flat, **base, **overrides})
     except KeyError as exc:

@@ -76,6 +76,17 @@ def expected_run_keys(spec: SweepSpec, preset_flat: dict) -> dict[str, tuple[str
     return keys
 
 
+def resolve_gpus(requested: float, cluster: dict) -> float:
+    """The GPU share a trial may ask for: 0 on a GPU-less cluster (a GPU request there would
+    leave every trial PENDING forever), else the request (a fraction packs trials per GPU)."""
+    available = float(cluster.get("GPU", 0) or 0)
+    if requested <= 0 or available <= 0:
+        return 0.0
+    if requested > available:
+        raise SweepError(f"--gpus-per-trial {requested:g} exceeds the cluster's {available:g} GPUs")
+    return float(requested)
+
+
 def _check_address(address: str) -> None:
     """Fail fast (3 s) with one line when a cluster address does not answer."""
     if address in ("auto", "local"):
@@ -168,6 +179,8 @@ def run_sweep(
         if "data.stages" not in spec.base
         else len(spec.base["data.stages"])
     )
+    if res.address:
+        _check_address(res.address)  # before anything is written
     storage = storage.resolve()
     exp_dir = storage / spec.name
     marker = exp_dir / "sweep.json"
@@ -187,7 +200,7 @@ def run_sweep(
     cluster = _init_ray(res)
     from ray import tune
 
-    gpus = res.gpus_per_trial if cluster.get("GPU", 0) > 0 else 0.0
+    gpus = resolve_gpus(res.gpus_per_trial, cluster)
     if res.gpus_per_trial > 0 and gpus == 0:
         print("note: the cluster has no GPU; trials run on CPU", file=sys.stderr)
     trainable = tune.with_resources(
