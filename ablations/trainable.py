@@ -43,11 +43,11 @@ def comet_trial(
     gpu_fraction: float = 0.0,
 ) -> None:
     """Run one continual pipeline for ``config = {"arm": label, "seed": s, ...searched keys}``."""
-    from comet_model.pipeline import run_continual
     from ray import tune
 
     from comet_model.config import ExperimentConfig
     from comet_model.config import preset as get_preset
+    from comet_model.pipeline import run_continual
 
     overrides = dict(base) | trial_overrides(config, arms)
     flat = resolve_flat(get_preset(preset).to_flat(), overrides, int(config["seed"]))

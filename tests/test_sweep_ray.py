@@ -1,0 +1,134 @@
+"""End-to-end Ray Tune sweeps on the smoke preset: failures, SIGKILL and SIGTERM resume.
+
+Slow (each starts a local Ray instance): marked ``slow`` and ``ray``; CI runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from reports.load import load_results
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = [sys.executable, str(ROOT / "ablations" / "run.py")]
+
+
+def _env() -> dict[str, str]:
+    tmp = os.environ.get("RAY_TMPDIR") or tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    return dict(
+        os.environ, RAY_AUTH_MODE="disabled", RAY_ADDRESS="", RAY_TMPDIR=tmp, OMP_NUM_THREADS="1"
+    )
+
+
+def _cmd(storage: Path, name: str, *extra: str) -> list[str]:
+    return [
+        *RUN, "--grid", "smoke", "--preset", "smoke", "--seeds", "2", "--storage", str(storage),
+        "--name", name, "--max-concurrent", "2", *extra,
+    ]  # fmt: skip
+
+
+def _metric_files(exp: Path) -> dict[str, list[str]]:
+    files = sorted((exp / "records" / "metrics").glob("*.parquet"))
+    out: dict[str, list[str]] = {}
+    for f in files:
+        key = f.name.split("-s")[0]
+        out.setdefault(key, []).append(f.name)
+    return out
+
+
+def _complete_runs(exp: Path) -> set[str]:
+    try:
+        _, runs = load_results(exp)
+    except Exception:
+        return set()
+    return set(runs.loc[runs["status"] == "complete", "run_key"])
+
+
+def _interrupt_and_resume(tmp_path: Path, sig: int) -> None:
+    storage, name = tmp_path / "results", f"kill{sig}"
+    exp = storage / name
+    env = _env()
+    proc = subprocess.Popen(
+        _cmd(storage, name),
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 240
+    # Wait until at least one run is finished and at least one is not.
+    while time.time() < deadline and proc.poll() is None:
+        done = _complete_runs(exp)
+        if done and len(done) < 4:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, f"sweep ended before it could be interrupted:\n{proc.stdout.read()}"
+    done_before = _complete_runs(exp)
+    files_before = {k: v for k, v in _metric_files(exp).items() if k in done_before}
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    if sig == signal.SIGTERM:  # graceful stop: non-zero exit, a resume hint
+        assert proc.returncode not in (0, None), out
+        assert "run the same command again" in out, out
+
+    again = subprocess.run(
+        _cmd(storage, name), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "4/4 complete" in again.stdout, again.stdout
+    metrics, runs = load_results(exp)
+    assert len(runs) == 4 and set(runs["status"]) == {"complete"}
+    # No stage of a run finished before the interruption was recomputed.
+    files_after = _metric_files(exp)
+    for key, names in files_before.items():
+        assert files_after[key] == names, key
+    # Exactly one record file per (run, stage) and no duplicated rows, even before dedup.
+    per_stage = Counter(n.rsplit("-", 1)[0] for names in files_after.values() for n in names)
+    assert set(per_stage.values()) == {1}, per_stage
+    assert sorted(Counter(metrics["run_key"]).values()) == sorted(
+        Counter(metrics["run_key"]).values()
+    )
+    assert metrics.duplicated(["run_key", "stage", "task", "pair", "metric"]).sum() == 0
+    assert metrics.groupby("run_key")["stage"].nunique().eq(3).all()
+
+
+def test_sweep_resumes_exactly_after_sigkill(tmp_path: Path) -> None:
+    _interrupt_and_resume(tmp_path, signal.SIGKILL)
+
+
+def test_sweep_resumes_after_sigterm_handled_as_graceful_stop(tmp_path: Path) -> None:
+    _interrupt_and_resume(tmp_path, signal.SIGTERM)
+
+
+def test_failing_trial_is_recorded_and_does_not_stop_the_others(tmp_path: Path) -> None:
+    from ablations.sweep import Resources, SweepSpec, run_sweep
+
+    bad = {"comet": True, "data.source": "plan", "data.plan_file": str(tmp_path / "absent.toml")}
+    spec = SweepSpec(
+        name="fail", preset="smoke", seeds=(0,), arms={"ok": {"comet": True}, "bad": bad}
+    )
+    os.environ.update({k: v for k, v in _env().items() if k.startswith("RAY_")})
+    import ray
+
+    try:
+        outcome = run_sweep(spec, Resources(cpus_per_trial=1), tmp_path / "results")
+    finally:
+        ray.shutdown()
+    assert not outcome.ok
+    assert len(outcome.complete) == 1 and len(outcome.failed) == 1
+    (error,) = outcome.failed.values()
+    assert "absent.toml" in error
+    _, runs = load_results(outcome.exp_dir)
+    assert sorted(runs["status"]) == ["complete", "failed"]
