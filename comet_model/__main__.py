@@ -1,9 +1,14 @@
 """Command line: ``python -m comet_model run`` (console script ``comet``).
 
-Trains the given stages in order on the configured benchmark (the digits world by default),
-evaluates the downstream tasks after the last stage on every pair of trained modalities,
-prints a summary table on stdout and writes ``OUT/metrics.json``. Progress goes to stderr.
-Bad flags and bad ``--set`` keys or values give a one-line error and exit status 2.
+Runs the continual pipeline (:func:`comet_model.pipeline.run_continual`) on the configured
+benchmark (the digits world by default): the stages in order, an evaluation of the modalities
+seen so far after each stage, a checkpoint after each stage in ``OUT`` (running the same command
+again resumes after the last completed stage). Prints a per-stage summary and a table of the
+headline metrics after each stage on stdout and writes every stage's metrics to
+``OUT/metrics.json`` (atomically); progress lines (stage, epoch, losses, elapsed) go to stderr.
+``--preset default`` is full COMET on the three default stages; ``--set comet=false`` gives the
+plain continual baseline. Bad flags and bad ``--set`` keys or values give a one-line error and
+exit status 2.
 """
 
 from __future__ import annotations
@@ -39,15 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     run = sub.add_parser(
         "run",
-        help="train stages in order, evaluate, write metrics.json",
-        description="Train the stages in order, evaluate the downstream tasks after the last "
-        "stage on every pair of trained modalities, print a table, write OUT/metrics.json.",
+        help="run the continual pipeline, evaluate after each stage, write metrics.json",
+        description="Train the stages in order (resuming from OUT/checkpoint.pt), evaluate the "
+        "modalities seen so far after each stage, print tables, write OUT/metrics.json.",
     )
     run.add_argument("--preset", choices=sorted(PRESETS), default="default",
                      help="base configuration (default: %(default)s)")  # fmt: skip
     run.add_argument("--stages", help="comma-separated stage order, e.g. video-audio or "
                      "video-text,audio-text,image-text (default: the preset's stages)")  # fmt: skip
-    run.add_argument("--out", required=True, help="output folder (metrics.json)")
+    run.add_argument("--out", required=True,
+                     help="output folder (checkpoint.pt, metrics.json)")  # fmt: skip
     run.add_argument("--seed", type=int, help="model seed (config key 'seed')")
     run.add_argument("--set", dest="overrides", action="append", default=[],
                      metavar="KEY=VALUE", help="override a config key, e.g. model.dim=32 "
@@ -73,29 +79,69 @@ def make_config(args: argparse.Namespace) -> ExperimentConfig:
     return cfg.override(flat)
 
 
-def _progress(row: dict[str, Any], epochs: int, t0: float) -> None:
+def _progress(row: dict[str, Any], cfg: ExperimentConfig, t0: float) -> None:
     elapsed = time.perf_counter() - t0
+    where = f"[stage {row.get('stage_index', '?')}/{len(cfg.data.stages)} {row['stage']}]"
     if row.get("kind") == "eval":
-        print(f"[{row['stage']}] evaluated ({elapsed:.1f} s)", file=sys.stderr, flush=True)
+        objective = row.get("objective", float("nan"))
+        print(f"{where} evaluated: objective {objective:.2f} | {elapsed:.1f} s", file=sys.stderr,
+              flush=True)  # fmt: skip
         return
     losses = " ".join(
-        f"{k[5:]} {v:.3f}" for k, v in row.items() if k.startswith("loss/") and k != "loss/total"
+        f"{k[5:]} {v:.3f}"
+        for k, v in row.items()
+        if k.startswith("loss/") and k not in ("loss/total", "loss/club_estimator")
     )
     print(
-        f"[{row['stage']}] epoch {row['epoch']}/{epochs} total {row['loss/total']:.3f} | "
+        f"{where} epoch {row['epoch']}/{cfg.train.epochs} total {row['loss/total']:.3f} | "
         f"{losses} | reset {row['codes_reset']} | {elapsed:.1f} s",
         file=sys.stderr,
         flush=True,
     )
 
 
-def format_table(metrics: dict[str, float]) -> str:
-    """Two-column table ``metric  value`` (percentages with two decimals)."""
-    if not metrics:
+_HEADLINE = ("acc", "f1", "mean")  # ave acc, avvp / ave_avvp f1, retrieval mean
+
+
+def headline(key: str) -> bool:
+    """Whether ``key`` belongs in the printed summary (metrics.json has every key)."""
+    parts = key.split("/")
+    if parts[0] in ("objective", "forgetting"):
+        return True
+    if parts[0] == "usage":
+        return len(parts) == 2
+    return len(parts) == 3 and parts[2] in _HEADLINE
+
+
+def format_stages(stages: Sequence[Any]) -> str:
+    """Per-stage training summary: epochs, steps, seconds, codebook size, final loss."""
+    lines = [
+        f"{'stage':<5}  {'name':<16}  {'epochs':>6}  {'steps':>6}  {'train s':>8}  "
+        f"{'fisher s':>8}  {'eval s':>7}  {'codes':>5}  {'loss':>8}"
+    ]
+    for r in stages:
+        s = r.summary
+        lines.append(
+            f"{r.index:<5}  {r.name:<16}  {s.get('epochs', 0):>6}  {s.get('steps', 0):>6}  "
+            f"{s.get('train_s', 0.0):>8.1f}  {s.get('fisher_s', 0.0):>8.1f}  "
+            f"{s.get('eval_s', 0.0):>7.1f}  {s.get('codebook_size', 0):>5}  "
+            f"{s.get('losses', {}).get('total', float('nan')):>8.3f}"
+        )
+    return "\n".join(lines)
+
+
+def format_table(stages: Sequence[Any]) -> str:
+    """Headline metrics (rows) after each stage (columns); blank where not measured."""
+    keys = list(dict.fromkeys(k for r in stages for k in r.metrics if headline(k)))
+    if not keys:
         return "(no downstream metrics)"
-    width = max(len(k) for k in metrics)
-    lines = [f"{'metric':<{width}}  {'value':>8}", f"{'-' * width}  {'-' * 8}"]
-    lines += [f"{k:<{width}}  {v:>8.2f}" for k, v in metrics.items()]
+    width = max(len("metric"), *(len(k) for k in keys))
+    cols = [f"S{r.index}" for r in stages]
+    lines = [f"{'metric':<{width}}  " + "  ".join(f"{c:>8}" for c in cols)]
+    lines.append(f"{'-' * width}  " + "  ".join("-" * 8 for _ in cols))
+    for k in keys:
+        cells = [f"{r.metrics[k]:>8.2f}" if k in r.metrics else " " * 8 for r in stages]
+        lines.append(f"{k:<{width}}  " + "  ".join(cells))
     return "\n".join(lines)
 
 
@@ -106,8 +152,8 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the stages of the configuration, evaluate, print and write the results."""
-    from comet_model.pipeline import run_stages
+    """Run the continual pipeline of the configuration, print and write the results."""
+    from comet_model.pipeline import ResumeError, run_continual
 
     try:
         cfg = make_config(args)
@@ -115,34 +161,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         _fail(str(exc))
     out = Path(args.out)
     t0 = time.perf_counter()
-    callback = None if args.quiet else (lambda row: _progress(row, cfg.train.epochs, t0))
+    callback = None if args.quiet else (lambda row: _progress(row, cfg, t0))
     try:
-        result = run_stages(cfg, on_metrics=callback)
-    except (DataError, ConfigError) as exc:
+        result = run_continual(cfg, out_dir=out, on_metrics=callback)
+    except (DataError, ConfigError, ResumeError) as exc:
         _fail(str(exc))
-    out.mkdir(parents=True, exist_ok=True)
+    except FloatingPointError as exc:  # diverged: one line, status 1
+        print(f"{_PROG}: error: {exc}", file=sys.stderr)
+        return 1
     summary = {
         "preset": args.preset,
         "config": cfg.to_flat(),
         "stages": [
-            {
-                "stage": s.stage,
-                "epochs": s.epochs,
-                "steps": s.steps,
-                "seconds": s.seconds,
-                "codes_reset": s.codes_reset,
-                "losses": s.losses,
-            }
-            for s in result.summaries
-        ],  # fmt: skip
+            {"index": r.index, "stage": r.name, **r.summary, "metrics": r.metrics}
+            for r in result.stages
+        ],
         "metrics": result.metrics,
         "seconds": result.seconds,
+        "resumed_from": result.resumed_from,
     }
     _write_json(out / "metrics.json", summary)
-    for s in result.summaries:
-        print(f"stage {s.stage}: {s.epochs} epochs, {s.steps} steps, {s.seconds:.1f} s, "
-              f"final loss {s.losses.get('total', float('nan')):.3f}")  # fmt: skip
-    print(format_table(result.metrics))
+    print(format_stages(result.stages))
+    print()
+    print(format_table(result.stages))
     print(f"wrote {out / 'metrics.json'} ({result.seconds:.1f} s)")
     return 0
 

@@ -5,7 +5,8 @@ Layout (``FORMAT`` 1)::
     {"format": 1, "config": cfg.to_flat(), "modalities": [[name, in_dim], ...],
      "pseudo_stream": bool, "model": model.state_dict(), "trainer": Trainer.state_dict() | None,
      "ewc": ... | None, "replay": ... | None, "stage": int, "epoch": int,
-     "rng": {"generator": ..., "torch": ..., "python": ..., "numpy": ...}, "extra": {...}}
+     "rng": {"generator": ..., "torch": ..., "cuda": ... | None, "python": ..., "numpy": ...},
+     "extra": {...}}
 
 ``modalities`` records the order in which the per-modality modules were created, so a fresh
 model recreates them (and the Cross-CPC pseudo stream) before loading the weights; the codebook
@@ -33,12 +34,15 @@ FORMAT = 1
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
-    """States of ``generator``, torch's global CPU generator, Python's and NumPy's global RNGs."""
+    """States of ``generator``, torch's global CPU (and, if initialised, CUDA) generators,
+    Python's and NumPy's global RNGs."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
     version, internal, gauss = random.getstate()
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     return {
         "generator": None if generator is None else generator.get_state(),
         "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if cuda else None,  # dropout on GPUs
         "python": [version, list(internal), gauss],
         "numpy": {
             "kind": str(kind),
@@ -55,6 +59,8 @@ def restore_rng(state: Mapping[str, Any], generator: torch.Generator | None = No
     if generator is not None and state["generator"] is not None:
         generator.set_state(state["generator"])
     torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     npst = state["numpy"]

@@ -9,9 +9,11 @@ builds a config back (missing keys keep their defaults; unknown keys and wrong t
 Type rules of the flat form: ints are accepted for floats, lists for tuples, ``None`` only for
 optional fields; bools are never accepted as ints or floats (nor ints as bools).
 
-``comet`` defaults to False: the plain DCID/CMCM/TURN model. ``comet=True`` adds the CMoE-Adapter
-(``moe.enabled``; off -> one plain linear adapter), and lets the continual pipeline use EWC
-(``ewc.enabled``) and pseudo-modality replay (``replay.enabled``).
+``comet`` defaults to True (every preset runs full COMET): the CMoE-Adapter (``moe.enabled``; off
+-> one plain linear adapter), EWC (``ewc.enabled``) and pseudo-modality replay with the expanding
+codebook (``replay.enabled``, ``replay.k2``) in the continual pipeline. ``comet=False`` is the
+plain continual baseline (DCID, CMCM or TURN by ``method``): no adapter, no EWC, no replay and a
+fixed codebook size.
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ class EWCConfig(Section):
     adaptive: bool = True  # normalise each layer's Fisher to mean 1
     gamma: float = 1.0  # online accumulation F <- gamma F + F_new
     fisher_batches: int = 10  # N_f batches for the Fisher estimate
+    mediator: bool = False  # extension (not the paper): EWC also on the mediator's encoder
 
     def _validate(self) -> None:
         self._require(self.lam >= 0, "lam", ">= 0")
@@ -218,6 +221,8 @@ class DataConfig(Section):
     train_sequences: int = 4000  # training sequences per stage
     val_sequences: int = 400  # validation sequences per stage
     seed: int = 0  # seed of the data builder (fixed across model seeds)
+    downstream_split: Literal["test", "val"] = "test"  # "val": downstream sets from held-out
+    # training-pool instances (digits world), for choosing settings without the test sequences
 
     def _validate(self) -> None:
         self._require(len(self.stages) >= 1, "stages", "a non-empty list")
@@ -250,7 +255,7 @@ class ExperimentConfig(Section):
 
     seed: int = 0  # model seed (init, shuffling, sampling)
     method: Literal["dcid", "cmcm", "turn"] = "dcid"  # alignment losses (spec section 6)
-    comet: bool = False  # add the CMoE-Adapter (+ EWC and PMR in the continual pipeline)
+    comet: bool = True  # CMoE-Adapter + EWC + PMR (False: the plain continual baseline)
     model: ModelConfig = field(default_factory=ModelConfig)
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
     moe: MoEConfig = field(default_factory=MoEConfig)

@@ -11,8 +11,11 @@ Losses per method (spec section 6, our reading of the baselines):
 - ``cmcm``: recon, commit, cmcm (Liu et al. 2021);
 - ``turn``: recon, commit, contrastive (global InfoNCE of time-pooled semantic vectors);
 plus ``gate`` when the MoE adapter is on and ``pmr`` when a pseudo-modality is given. Losses
-whose configured weight is 0 are not computed. Per-modality terms (recon, club, gate) are summed
-over modalities, as the original sums its per-modality terms.
+whose configured weight is 0 are not computed. "+COMET" for CMCM and TURN (no Cross-CPC of their
+own) gets a Cross-CPC module that serves only the PMR term (``pmr``: the InfoNCE terms where the
+pseudo stream is the context or the target); its ``cpc`` terms are never used. Per-modality
+terms (recon, club, gate) are summed over modalities, as the original sums its per-modality
+terms.
 
 CLUB (our change, switch ``club.clamp``): each modality's sampled bound is clipped at 0 before
 it enters the loss. Mutual information is non-negative; a negative estimate only means the
@@ -25,7 +28,7 @@ optimiser.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -141,7 +144,8 @@ class CometModel(nn.Module):
         active = [n for n in METHOD_LOSSES[cfg.method] if weights[n] > 0]
         if isinstance(adapter, MoEAdapter) and cfg.loss.gate > 0:
             active.append("gate")
-        cpc = CrossCPC(mc.dim, num_layers=mc.cpc_layers) if cfg.method == "dcid" else None
+        needs_cpc = cfg.method == "dcid" or (cfg.comet and cfg.replay.enabled)
+        cpc = CrossCPC(mc.dim, num_layers=mc.cpc_layers) if needs_cpc else None
         model = cls(
             encoders, codebook, adapter=adapter, cpc=cpc, active=tuple(active),
             club_hidden=mc.club_hidden, club_clamp=cfg.club.clamp,
@@ -176,23 +180,33 @@ class CometModel(nn.Module):
             self.cpc.add_stream_(name)
         if "club" in self.active:
             self.club[name] = CLUB(self.encoders.dim, self.encoders.spec_dim, self.club_hidden)
-        self._to_codebook_device()
+        self.to(self.codebook.embed.device)  # new modules follow the model's device
         return True
-
-    def _to_codebook_device(self) -> None:
-        # Move the non-codebook parts only: SharedCodebook defines a static ``_apply`` that
-        # shadows nn.Module._apply, so ``.to()`` cannot recurse into it.
-        device = self.codebook.embed.device
-        for part in (self.encoders, self.adapter, self.cpc, self.club):
-            if part is not None:
-                part.to(device)
 
     def add_pseudo_stream_(self) -> None:
         """Create the Cross-CPC stream of the PMR pseudo-modality (before building optimisers)."""
         if self.cpc is None:
-            raise ValueError("pseudo-modality replay needs Cross-CPC (method 'dcid')")
+            raise ValueError("pseudo-modality replay needs a Cross-CPC module")
         self.cpc.add_stream_(PSEUDO_STREAM)
-        self._to_codebook_device()
+        self.to(self.codebook.embed.device)
+
+    def ewc_parameters(
+        self, modalities: Iterable[str], *, mediator: str | None = None
+    ) -> dict[str, nn.Parameter]:
+        """Parameters EWC protects (paper Eq. 6), named as in ``named_parameters()``.
+
+        The adapter's common layers, router and the specific layers of ``modalities`` (empty
+        without an adapter); with ``mediator`` also that modality's semantic encoder (our
+        documented extension against mediator drift, switch ``ewc.mediator``).
+        """
+        out: dict[str, nn.Parameter] = {}
+        if self.adapter is not None:
+            adapter = self.adapter.ewc_parameters(modalities)
+            out |= {f"adapter.{k}": p for k, p in adapter.items()}
+        if mediator is not None and mediator in self.modalities:
+            prefix = f"encoders.semantic.{mediator}."
+            out |= {k: p for k, p in self.named_parameters() if k.startswith(prefix)}
+        return out
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters of the main loss by group, for stage freezing.

@@ -9,13 +9,19 @@ reset, AFTER backward (an in-place EMA before backward breaks autograd of CMCM, 
 
 Losses are accumulated as detached tensors and reported once per epoch through ``on_metrics``
 (``{"stage", "epoch", "step", "seconds", "loss/<name>", "loss/total", ...}``): no per-step host
-sync apart from the dead-code counter.
+sync apart from the dead-code counter. A non-finite epoch loss raises ``FloatingPointError``
+naming the stage and the epoch.
+
+Also here, because they run a stage's data through the model: :func:`sample_semantic_tokens`
+(seeding codes from data), :func:`make_pseudo_source` (the PMR stream of a stage) and
+:func:`fisher_loss_batches` (the stage's training loss on random batches, for EWC's Fisher).
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,12 +33,16 @@ from comet_model.data.types import Sequences, StageData
 from comet_model.ewc import EWCPenalty
 from comet_model.losses import weighted_total
 from comet_model.model import CometModel, PseudoSource
-from comet_model.replay import PseudoModalityReplay
+from comet_model.replay import PseudoModality, PseudoModalityReplay
 
 __all__ = [
     "StageSummary",
     "Trainer",
+    "ewc_parameters",
+    "fisher_loss_batches",
     "loss_weights",
+    "make_pseudo_source",
+    "sample_semantic_tokens",
     "seed_codebook_from_data",
     "train_stage",
     "train_step",
@@ -123,10 +133,11 @@ def _batch(
 
 
 @torch.no_grad()
-def seed_codebook_from_data(
+def sample_semantic_tokens(
     model: CometModel, stage: StageData, generator: torch.Generator, *, items: int = 1024
-) -> None:
-    """Seed the codebook from semantic tokens of random training items (eval-mode encoders)."""
+) -> Tensor:
+    """Valid semantic tokens ``[N, D]`` of up to ``items`` random training items of ``stage``
+    (every modality of the stage, eval-mode encoders, the model's training flag restored)."""
     was_training = model.training
     model.eval()
     try:
@@ -136,9 +147,67 @@ def seed_codebook_from_data(
         sem = {
             m: model.encode(m, x, None if masks is None else masks.get(m)) for m, x in feats.items()
         }
-        model.seed_codebook_(_valid_tokens(sem, masks), generator)
+        return _valid_tokens(sem, masks)
     finally:
         model.train(was_training)
+
+
+@torch.no_grad()
+def seed_codebook_from_data(
+    model: CometModel, stage: StageData, generator: torch.Generator, *, items: int = 1024
+) -> None:
+    """Seed the codebook from semantic tokens of random training items (eval-mode encoders)."""
+    model.seed_codebook_(sample_semantic_tokens(model, stage, generator, items=items), generator)
+
+
+def make_pseudo_source(
+    model: CometModel, replay: PseudoModalityReplay, mediator: str
+) -> Callable[[dict[str, Tensor]], PseudoModality]:
+    """The PMR stream of a stage: the pseudo-modality of ``mediator``'s detached semantic
+    features over ``[V1 (replay's teacher); the codebook's newest block]`` (spec section 5)."""
+    cb = model.codebook
+
+    def build(sem: dict[str, Tensor]) -> PseudoModality:
+        return replay.build(sem[mediator], cb.embed[int(cb.reset_start) :])
+
+    return build
+
+
+def ewc_parameters(
+    model: CometModel, cfg: ExperimentConfig, mediator: str | None
+) -> dict[str, nn.Parameter]:
+    """What EWC protects under ``cfg``: the adapter (common, router, specific layers of every
+    modality created so far) and, with ``ewc.mediator``, the mediator's semantic encoder."""
+    return model.ewc_parameters(model.modalities, mediator=mediator if cfg.ewc.mediator else None)
+
+
+def fisher_loss_batches(
+    model: CometModel,
+    stage: StageData,
+    cfg: ExperimentConfig,
+    *,
+    generator: torch.Generator,
+    pseudo: PseudoSource | None = None,
+) -> Iterator[Callable[[], Tensor]]:
+    """``ewc.fisher_batches`` callables, each the stage's weighted training loss (without the
+    EWC term; with PMR if ``pseudo``) on a random training batch of ``stage`` only.
+
+    Batches are drawn from ``generator`` when the iterator is consumed; the caller sets eval
+    mode (no dropout) if it wants a deterministic Fisher.
+    """
+    n = stage.train.num_items
+    bsz = min(cfg.train.batch_size, n)
+    weights = loss_weights(cfg, model)
+    device = model.codebook.embed.device
+    for _ in range(cfg.ewc.fisher_batches):
+        idx = torch.randperm(n, generator=generator)[:bsz]
+
+        def loss(idx: Tensor = idx) -> Tensor:
+            feats, masks = _batch(stage.train, stage.modalities, idx, device)
+            out = model(feats, masks, generator=generator, pseudo=pseudo)
+            return weighted_total(out.losses, {k: weights[k] for k in out.losses})
+
+        yield loss
 
 
 def _club_steps(
@@ -234,15 +303,17 @@ def train_stage(
     optimizer_state: Mapping[str, Any] | None = None,
     frozen: Collection[str] = (),
     on_epoch_end: Callable[[int, Trainer], None] | None = None,
+    index: int | None = None,
 ) -> StageSummary:
     """Train ``model`` on one stage for epochs ``[start_epoch, stop_epoch or train.epochs)``.
 
     Creates the modules of modalities seen for the first time, seeds the codebook from data
     tokens before the very first step when ``codebook.init == "data"``, and calls
-    ``on_epoch_end(epoch, trainer)`` after each epoch (the place to checkpoint). ``ewc``: its
-    penalty on the adapter's parameters is added with weight ``ewc.lam``. ``replay`` (with a
-    teacher set): the pseudo-modality of ``stage.mediator`` joins Cross-CPC, weight
-    ``replay.beta_pmr``.
+    ``on_epoch_end(epoch, trainer)`` after each epoch (the place to checkpoint). ``ewc`` (once
+    consolidated): its penalty on :func:`ewc_parameters` is added with weight ``ewc.lam``.
+    ``replay`` (with a teacher set): the pseudo-modality of ``stage.mediator`` joins Cross-CPC,
+    weight ``replay.beta_pmr``. ``index`` (1-based stage number) only labels errors and rows.
+    Raises ``FloatingPointError`` when an epoch's mean loss is not finite.
     """
     mods = stage.modalities
     for m in mods:
@@ -262,15 +333,13 @@ def train_stage(
     pseudo: PseudoSource | None = None
     if use_replay:
         assert replay is not None and stage.mediator is not None
-        mediator, cb = stage.mediator, model.codebook
+        pseudo = make_pseudo_source(model, replay, stage.mediator)
 
-        def pseudo(sem: dict[str, Tensor]) -> Any:
-            return replay.build(sem[mediator], cb.embed[int(cb.reset_start) :])
-
-    ewc_params = {}
-    if ewc is not None and len(ewc) > 0 and model.adapter is not None:
-        ewc_params = model.adapter.ewc_parameters(model.modalities)
+    ewc_params: dict[str, nn.Parameter] = {}
+    if ewc is not None and len(ewc) > 0:
+        ewc_params = ewc_parameters(model, cfg, stage.mediator)
     weights = loss_weights(cfg, model)
+    label = f"stage {index} ({stage.name})" if index is not None else f"stage {stage.name}"
 
     n = stage.train.num_items
     bsz = min(cfg.train.batch_size, n)
@@ -300,7 +369,12 @@ def train_stage(
             "stage": stage.name, "epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
             "seconds": time.perf_counter() - t0, "codes_reset": reset,
         }  # fmt: skip
+        if index is not None:
+            row["stage_index"] = index
         row |= {k: float(v) / steps_per_epoch for k, v in sums.items()}
+        total = row.get("loss/total", 0.0)
+        if not math.isfinite(total):
+            raise FloatingPointError(f"{label}, epoch {epoch + 1}: loss is {total}")
         summary.history.append(row)
         summary.losses = {k[5:]: v for k, v in row.items() if k.startswith("loss/")}
         if on_metrics is not None:

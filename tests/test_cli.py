@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from comet_model.__main__ import main
+from comet_model.__main__ import main, make_config
 
 SYNTHETIC = [
     "--preset", "smoke", "--stages", "a-t", "--threads", "1", "--seed", "3",
@@ -34,12 +34,40 @@ def test_smoke_run_writes_metrics_and_prints_table(
     [stage] = data["stages"]
     assert stage["stage"] == "a-t" and stage["epochs"] == 1 and stage["steps"] == 4
     metrics = data["metrics"]
+    assert metrics == stage["metrics"]
     for key in ("ave/a->t/acc", "ave/t->a/acc", "retrieval/a->t/r10", "retrieval/t->a/r1"):
         assert 0.0 <= metrics[key] <= 100.0, key
-    assert captured.out.splitlines()[1].split()[0] == "metric"
-    assert any(line.split()[0] == "ave/a->t/acc" for line in captured.out.splitlines()[1:] if line)
-    assert "epoch 1/1" in captured.err and "total" in captured.err
-    assert not list(out.glob(".*tmp*"))  # atomic write left no temporary file
+    lines = captured.out.splitlines()
+    assert lines[0].split()[:2] == ["stage", "name"] and lines[1].split()[:2] == ["1", "a-t"]
+    header = lines.index(next(line for line in lines if line.startswith("metric")))
+    assert lines[header].split() == ["metric", "S1"]
+    assert any(line.split()[0] == "ave/a->t/acc" for line in lines[header:] if line)
+    assert "epoch 1/1" in captured.err and "total" in captured.err and "evaluated" in captured.err
+    assert (out / "checkpoint.pt").exists()
+    assert not list(out.glob(".*tmp*"))  # atomic writes left no temporary file
+
+    # the same command again finds the finished run and only reprints it
+    assert main(["run", *SYNTHETIC, "--out", str(out), "--quiet"]) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["metrics"] == metrics and again["resumed_from"] == 1
+    assert capsys.readouterr().err == ""
+    # another configuration refuses the folder with one line
+    with pytest.raises(SystemExit) as info:
+        main(["run", *SYNTHETIC, "--set", "model.dim=16", "--out", str(out)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "model.dim" in err
+
+
+def test_default_preset_is_full_comet_and_comet_false_is_plain_dcid() -> None:
+    from argparse import Namespace
+
+    base = {"preset": "default", "stages": None, "seed": None, "threads": None}
+    cfg = make_config(Namespace(**base, overrides=[]))
+    assert cfg.comet and cfg.method == "dcid"
+    assert cfg.data.stages == ("video-text", "audio-text", "image-text")
+    plain = make_config(Namespace(**(base | {"stages": "video-audio"}), overrides=["comet=false"]))
+    assert not plain.comet and plain.data.stages == ("video-audio",)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,8 @@ DIMS = {"video": 12, "audio": 7}
 
 def _cfg(**flat: object) -> ExperimentConfig:
     base = {"model.dim": 16, "model.heads": 2, "model.ffn": 32, "model.spec_dim": 8,
-            "model.club_hidden": 16, "codebook.size": 16, "model.dropout": 0.0}  # fmt: skip
+            "model.club_hidden": 16, "codebook.size": 16, "model.dropout": 0.0,
+            "comet": False}  # fmt: skip
     return preset("smoke").override({**base, **flat})
 
 
@@ -39,8 +40,20 @@ def _gen(seed: int = 0) -> torch.Generator:
 def test_losses_named_finite_and_every_parameter_gets_a_gradient(method: str, comet: bool) -> None:
     cfg = _cfg(method=method, comet=comet)
     model = _model(cfg)
-    out = model(_batch(), generator=_gen())
-    expected = set(METHOD_LOSSES[method]) | ({"gate"} if comet else set())
+    pseudo = None
+    if comet:  # a later stage of COMET: the PMR stream (CMCM and TURN get a Cross-CPC for it)
+        model.add_pseudo_stream_()
+        g = _gen(5)
+        pseudo = PseudoModality(
+            codes=torch.randn(6, 5, 16, generator=g),
+            from_teacher=torch.rand(6, 5, generator=g) < 0.5,
+            step_weights=torch.ones(6, 5),
+            indices=torch.zeros(6, 5, dtype=torch.long),
+        )
+    else:
+        assert (model.cpc is None) == (method != "dcid") and model.adapter is None
+    out = model(_batch(), generator=_gen(), pseudo=pseudo)
+    expected = set(METHOD_LOSSES[method]) | ({"gate", "pmr"} if comet else set())
     assert set(out.losses) == expected
     for name, value in out.losses.items():
         assert value.ndim == 0 and torch.isfinite(value), name

@@ -13,6 +13,11 @@ Pools and splits:
 - downstream training sets (``ave_train``, ``avvp_train``) draw from the whole train pool;
 - test sequences (``ave_test``, ``avvp_test``, ``retrieval``) draw only from the test pools.
 
+With ``downstream_split="val"`` the downstream sets are for model selection instead: training
+sets draw from the train pool minus the held-out tenth, the "test" sets (``ave_test``,
+``avvp_test``, ``retrieval``) only from that held-out tenth, so settings can be chosen without
+ever looking at test-pool instances (the stage sequences are the same in both modes).
+
 Class plans: ``"full"`` gives every stage all ten digits; ``"overlap"`` is the paper's partial
 overlap: stage 1 digits 0-7, stage 2 digits 2-9, every later stage all digits (a single stage
 gets all digits). An explicit list of digit lists (one per stage) is accepted too. Background
@@ -336,6 +341,7 @@ def plan_digits(
     background_fraction: float = 0.25,
     seed: int = 0,
     bank: FeatureBank | str | os.PathLike[str] | None = None,
+    downstream_split: str = "test",
 ) -> DigitsPlan:
     """Labels and bank rows of every set of :func:`digits_benchmark` (same arguments)."""
     bank = bank if isinstance(bank, FeatureBank) else load_bank(bank)
@@ -357,6 +363,8 @@ def plan_digits(
             f"digits: unknown downstream set {sorted(unknown)[0]!r} (known: {list(sizes)})"
         )
     sizes.update(downstream_sizes or {})
+    if downstream_split not in ("test", "val"):
+        raise DataError(f"digits: downstream_split must be 'test' or 'val': {downstream_split!r}")
     bg = bank.background_class
 
     def rng(*key: int) -> np.random.Generator:
@@ -384,6 +392,8 @@ def plan_digits(
         )
 
     down_mods = [m for m in DOWNSTREAM_MODALITIES if m in known]
+    if downstream_split == "val":  # model selection: never a test-pool instance
+        train_pools, test_pools = fit_pools, val_pools
     downstream = {}
     for k, (key, pools) in enumerate(
         (
@@ -428,6 +438,7 @@ def digits_benchmark(
     background_fraction: float = 0.25,
     seed: int = 0,
     bank: FeatureBank | str | os.PathLike[str] | None = None,
+    downstream_split: str = "test",
 ) -> Benchmark:
     """The digits-world benchmark (spec section 7): stages, downstream sets and label space.
 
@@ -442,6 +453,9 @@ def digits_benchmark(
         seed: everything is a function of the seed; the downstream sets do not depend on the
             stage list, class plan or stage sizes.
         bank: a loaded bank, a path, or None for the bank shipped with the package.
+        downstream_split: "test" (default) or "val": downstream sets from the train pools'
+            held-out tenth (test sets) and the rest of the train pools (head training sets),
+            for choosing settings without test data.
     """
     bank = bank if isinstance(bank, FeatureBank) else load_bank(bank)
     plan = plan_digits(
@@ -456,6 +470,7 @@ def digits_benchmark(
         background_fraction=background_fraction,
         seed=seed,
         bank=bank,
+        downstream_split=downstream_split,
     )
     stage_data = tuple(
         StageData(
