@@ -102,6 +102,9 @@ def _check_address(address: str) -> None:
 
 
 def _init_ray(res: Resources) -> dict:
+    # One checkpoint per stage forces an experiment snapshot each time (what makes SIGKILL
+    # resume exact); Tune warns about that on fast smoke runs. The warning is expected here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
 
     if res.address:

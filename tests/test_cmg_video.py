@@ -1,0 +1,219 @@
+"""Invariants of the CMG-compatible video modules (DCID video front end, encoder and decoder)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from comet_model.cmg_bench import main as bench_main
+from comet_model.cmg_video import (
+    CMGVideoDecoder,
+    CMGVideoSemantic,
+    CMGVideoSpecificEncoder,
+    to_grid,
+)
+
+B, T, G, C, W, D = 2, 3, 7, 16, 24, 8  # batch, steps, grid, in channels, spec width, code dim
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny ops on a shared 2-core machine: a second OpenMP thread made steps up to 15x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _video(seed: int = 0, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Non-negative maps like VGG pool5 features, ``[B, T, 7, 7, C]`` (same values per dtype)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(B, T, G, G, C, generator=g).to(dtype)
+
+
+def _modules(seed: int = 0) -> tuple[CMGVideoSemantic, CMGVideoSpecificEncoder, CMGVideoDecoder]:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return (
+            CMGVideoSemantic(C, G),
+            CMGVideoSpecificEncoder(C, W, grid=G),
+            CMGVideoDecoder(D, W, C),
+        )
+
+
+def _vq(seed: int = 1, dtype: torch.dtype = torch.float32) -> Tensor:
+    return torch.randn(B, T, D, generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+def test_shapes_at_small_widths():
+    sem, enc, dec = _modules()
+    x = _video()
+    pooled, weights = sem.forward_with_weights(x)
+    spec, club = enc(x)
+    assert pooled.shape == (B, T, C) and weights.shape == (B, T, G * G)
+    assert spec.shape == (B, T, 3, 3, W) and enc.out_grid == 3
+    assert club.shape == (B, T, C)  # the CLUB vector has the input's channel count by default
+    assert dec(_vq(), spec).shape == (B, T, G, G, C)
+
+
+def test_flat_layout_is_channels_fastest():
+    x = _video()
+    flat = x.reshape(B, T, -1)
+    assert torch.equal(to_grid(flat, G, C), x)
+    assert to_grid(x, G, C) is x
+    with pytest.raises(ValueError, match="expected"):
+        to_grid(flat[..., :-1], G, C)
+    with pytest.raises(ValueError, match="expected"):
+        to_grid(x.transpose(2, 4), G, C)
+
+
+def test_flat_and_5d_inputs_give_identical_outputs():
+    sem, enc, dec = _modules()
+    x = _video()
+    flat = x.reshape(B, T, G * G * C)
+    assert torch.equal(sem(flat), sem(x))
+    spec, club = enc(x)
+    spec_f, club_f = enc(flat)
+    assert torch.equal(spec_f, spec) and torch.equal(club_f, club)
+    assert torch.equal(dec(_vq(), spec.reshape(B, T, -1)), dec(_vq(), spec))
+
+
+def test_spatial_weights_are_a_distribution_over_positions():
+    sem, _, _ = _modules()
+    _, weights = sem.forward_with_weights(_video() * 10)
+    assert (weights > 0).all()
+    torch.testing.assert_close(weights.sum(-1), torch.ones(B, T))
+    assert weights.std(-1).min() > 0  # positions are weighted differently
+
+
+def test_spatial_pooling_is_permutation_invariant():
+    """Shuffling the positions shuffles the weights alike and leaves the pooled vector."""
+    sem, _, _ = _modules()
+    x = _video()
+    perm = torch.randperm(G * G, generator=torch.Generator().manual_seed(3))
+    shuffled = x.reshape(B, T, G * G, C)[:, :, perm].reshape(B, T, G, G, C)
+    out, w = sem.forward_with_weights(x)
+    out_s, w_s = sem.forward_with_weights(shuffled)
+    torch.testing.assert_close(w_s, w[:, :, perm])
+    torch.testing.assert_close(out_s, out)
+
+
+def test_uniform_map_pools_to_channel_attended_vector():
+    """A map equal at every position pools to ``v * (1 + se(v))`` whatever the weights."""
+    sem, _, _ = _modules()
+    v = torch.rand(B, T, C, generator=torch.Generator().manual_seed(4))
+    x = v[:, :, None, None, :].expand(B, T, G, G, C)
+    with torch.no_grad():
+        expected = v * (1 + sem.se(v))
+        torch.testing.assert_close(sem(x), expected)
+
+
+def test_frames_are_processed_independently():
+    """Folding B*T into the batch axis must not mix frames: changing one frame changes only it."""
+    sem, enc, dec = _modules()
+    x = _video()
+    y = x.clone()
+    y[0, 1] = torch.rand(G, G, C, generator=torch.Generator().manual_seed(9))
+    changed = torch.zeros(B, T, dtype=torch.bool)
+    changed[0, 1] = True
+    with torch.no_grad():
+        outs = [
+            (sem(x), sem(y)),
+            (enc(x).spec, enc(y).spec),
+            (enc(x).club, enc(y).club),
+            (dec(_vq(), enc(x).spec), dec(_vq(), enc(y).spec)),
+        ]
+    for a, b in outs:
+        same = (a == b).flatten(2).all(-1)
+        assert torch.equal(same, ~changed)
+
+
+def test_gradients_reach_every_parameter():
+    sem, enc, dec = _modules()
+    x = _video()
+    proj = nn.Linear(C, D)  # stands in for the temporal semantic encoder
+    spec, club = enc(x)
+    loss = (dec(proj(sem(x)), spec) - x).pow(2).mean() + club.pow(2).mean()
+    loss.backward()
+    for module in (sem, enc, dec):
+        for name, p in module.named_parameters():
+            assert p.grad is not None, f"{type(module).__name__}.{name} got no gradient"
+            assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_float64_works_and_matches_float32():
+    mods32 = _modules()
+    mods64 = [m.double() for m in _modules()]  # same seed: same weights
+    x32, x64 = _video(), _video(dtype=torch.float64)
+    sem32, enc32, dec32 = mods32
+    sem64, enc64, dec64 = mods64
+    out64 = dec64(_vq(dtype=torch.float64), enc64(x64).spec)
+    assert sem64(x64).dtype == enc64(x64).club.dtype == out64.dtype == torch.float64
+    torch.testing.assert_close(sem64(x64).float(), sem32(x32), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out64.float(), dec32(_vq(), enc32(x32).spec), rtol=1e-4, atol=1e-5)
+    out64.pow(2).mean().backward()
+    grads = [p.grad for m in (enc64.convs, dec64) for p in m.parameters()]
+    assert all(g is not None and g.dtype == torch.float64 for g in grads)
+
+
+def test_encoder_decoder_overfit_a_tiny_batch():
+    """The decoder reaches its input's scale: on two frames the MSE falls below the variance."""
+    sem, enc, dec = _modules(seed=5)
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        proj = nn.Linear(C, D)  # stands in for the temporal semantic encoder
+    x = _video(seed=6)[:1, :2]
+    params = [p for m in (sem, enc, dec, proj) for p in m.parameters()]
+    opt = torch.optim.Adam(params, lr=3e-3)
+    losses = []
+    for _ in range(100):
+        recon = dec(proj(sem(x)), enc(x).spec)
+        loss = (recon - x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0]
+    assert losses[-1] < 0.85 * x.var().item()  # better than the best constant prediction
+    torch.testing.assert_close(recon.mean(), x.mean(), rtol=0.1, atol=0.0)
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_parameter_counts_at_original_widths():
+    """dcid_reference 1.1: video specific conv encoder 72.4 M, video deconv decoder 36.8 M."""
+    with torch.device("meta"):  # no memory, no init cost
+        sem, enc, dec = CMGVideoSemantic(), CMGVideoSpecificEncoder(), CMGVideoDecoder()
+    assert round(_count(enc) / 1e6, 1) == 72.4  # conv stack 69.7 M + CLUB head 2.6 M
+    assert round(_count(dec) / 1e6, 1) == 36.8  # incl. the Linear(256 -> 256) on the codes
+    # SE 2 x 512 x 64, two Linear(512 -> 256) and Linear(256 -> 1) with biases
+    assert _count(sem) == 2 * 512 * 64 + 2 * (512 * 256 + 256) + 257
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_memory_layouts_agree(dtype):
+    """The layout only changes the memory format of the convolutions, not the result."""
+    x, vq = _video(dtype=dtype), _vq(dtype=dtype)
+    outs = []
+    for layout in ("auto", "channels_last", "contiguous"):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            enc = CMGVideoSpecificEncoder(C, W, layout=layout).to(dtype)
+            dec = CMGVideoDecoder(D, W, C, layout=layout).to(dtype)
+        spec, club = enc(x)
+        outs.append((spec, club, dec(vq, spec)))
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other, strict=True):
+            torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="layout"):
+        CMGVideoDecoder(D, W, C, layout="nhwc")  # type: ignore[arg-type]
+
+
+def test_bench_runs_at_tiny_width(capsys):
+    assert bench_main(["--batch", "1", "--steps", "2", "--width", "8", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    for name in ("semantic", "encoder", "decoder"):
+        assert out.count(name) == 2  # one row per dtype
