@@ -1,0 +1,138 @@
+"""The benchmark CLI (ablations/bench.py): one-line flag errors, figures that agree, sections."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ablations import bench
+from comet_model.config import PRESETS, preset
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = [sys.executable, str(ROOT / "ablations" / "bench.py")]
+TINY = {
+    "model.dim": 16, "model.heads": 2, "model.ffn": 32, "model.spec_dim": 8,
+    "model.club_hidden": 16, "codebook.size": 16, "train.batch_size": 8, "data.steps": 6,
+}  # fmt: skip
+
+
+@pytest.fixture
+def tiny_preset(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A registered preset ``tiny`` (smoke shrunk further) and small matmuls: fast step runs."""
+    monkeypatch.setitem(PRESETS, "tiny", lambda: preset("smoke").override(TINY))
+    monkeypatch.setattr(bench, "MATMUL_SIZES", (32, 64))
+    return "tiny"
+
+
+@pytest.mark.parametrize(
+    ("args", "word"),
+    [
+        (["--sections", "step,nope"], "nope"),
+        (["--repeats", "0"], "--repeats"),
+        (["--repeats", "2.5"], "--repeats"),
+        (["--preset", "nope"], "nope"),
+        (["--step-presets", "default,nope"], "nope"),
+        (["--set", "model.nope=1"], "model.nope"),
+        (["--set", "train.epochs=0"], "train.epochs"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(args: list[str], word: str) -> None:
+    out = subprocess.run(BENCH + args, capture_output=True, text=True, timeout=120)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and out.stdout == ""
+    assert len(lines) == 1 and lines[0].startswith("error:") and word in lines[0]
+
+
+def test_stat_is_median_min_max_to_three_significant_digits() -> None:
+    assert bench._stat([3.0, 1.0, 2.0, 10.0]) == "2.50 [1.00, 10.0]"
+    assert bench._stat([0.001234, 1234.0]) == "617 [0.00123, 1234]"
+
+
+def _rows(out: str) -> list[list[str]]:
+    """Data rows of the step table (cells split on two or more spaces)."""
+    return [re.split(r"\s{2,}", line.strip()) for line in out.splitlines() if line[:1].isdigit()]
+
+
+def test_step_section_prints_headings_and_consistent_figures(
+    tiny_preset: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    threads = torch.get_num_threads()
+    code = bench.main(["--sections", "step", "--repeats", "2", "--step-presets", tiny_preset])
+    assert code == 0 and torch.get_num_threads() == threads  # thread count restored
+    out = capsys.readouterr().out
+    headings = ("machine:", "software: python", "== step:", "load average at start:",
+                "load average at end:", "n=2 timed steps", "matmul/conv/attention")  # fmt: skip
+    for heading in headings:
+        assert heading in out, heading
+    rows = _rows(out)
+    assert [int(r[0]) for r in rows] == sorted({1, bench._all_threads()})
+    for r in rows:
+        ms = float(r[4].split()[0])
+        gflop, rate = float(r[5]), float(r[6])
+        mm = float(r[7].split()[0])
+        assert gflop > 0 and mm > 0
+        assert rate == pytest.approx(gflop / (ms / 1000.0), rel=0.02)
+        assert float(r[8]) == pytest.approx(rate / mm, rel=0.02)
+
+
+def test_gpu_section_without_cuda_says_why(capsys: pytest.CaptureFixture[str]) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: the section would run")
+    assert bench.main(["--sections", "gpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    skipped = [line for line in lines if line.startswith("skipped:")]
+    assert len(skipped) == 1 and "CUDA" in skipped[0]
+
+
+def test_matmul_rates_are_one_per_repeat_and_positive() -> None:
+    rates = bench.matmul_gflops(32, 3)
+    assert len(rates) == 3 and all(r > 0 for r in rates)
+
+
+@pytest.mark.slow
+def test_step_flops_count_backward_and_scale_with_the_batch() -> None:
+    cfg = preset("smoke").override(TINY)
+    one, two = bench.step_flops(cfg), bench.step_flops(cfg.override({"train.batch_size": 16}))
+    assert 1.9 < two / one < 2.2  # every counted op is per token (InfoNCE adds a little B^2)
+    assert bench.step_flops(cfg.override({"club.inner_steps": 0})) < one  # CLUB steps counted
+
+
+SYNTH = TINY | {"data.source": "synthetic", "data.train_sequences": 32, "eval.epochs": 1}
+
+
+def _sets(flat: dict[str, object]) -> list[str]:
+    return [a for k, v in flat.items() for a in ("--set", f"{k}={v}")]
+
+
+@pytest.mark.slow
+def test_trial_memory_and_scaling_sections_on_a_tiny_trial(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["--sections", "trial,memory,scaling", "--repeats", "1", "--preset", "smoke"]
+    assert bench.main(args + _sets(SYNTH)) == 0
+    out = capsys.readouterr().out
+    assert "stage 3 image-text: evaluation" in out and "all stages: training" in out
+    rss = re.search(r"one trial, preset smoke\s+([\d.]+)", out)
+    base = re.search(r"imports only \(torch, comet_model.pipeline\)\s+([\d.]+)", out)
+    assert rss and base and float(rss.group(1)) > float(base.group(1)) > 50
+    scaling = [line.split() for line in out.splitlines() if re.match(r"[124]x\s", line)]
+    assert [int(r[1]) for r in scaling] == [32, 64, 128]
+    assert scaling[0][-2:] == ["1.00", "1.00"]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_sweep_section_runs_both_concurrencies(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--sections", "sweep", "--repeats", "1", "--preset", "smoke"]
+    assert bench.main(args + _sets(SYNTH)) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if re.match(r"[12]\s+\d", line)}
+    assert sorted(rows) == ["1", "2"]
+    ratio = re.search(r"speed-up wall\(1\)/wall\(2\) = ([\d.]+)", out)
+    assert ratio and float(ratio.group(1)) > 0
+    assert all(float(rows[c].split()[4]) > 0 for c in rows)  # median trial wall_s from Parquet
