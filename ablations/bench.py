@@ -367,7 +367,12 @@ def _subprocess(spec: dict[str, Any]) -> TrialRun:
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
+        except BaseException:  # Ctrl-C: do not leave the trial running
+            proc.kill()
+            proc.wait()
+            raise
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -509,13 +514,15 @@ def section_scaling(args: argparse.Namespace, repeats: int) -> None:
             _stat([_part(r, "eval_s") for r in runs]), _stat([_part(r, "data_s") for r in runs]),
             f"{statistics.median(total) / base[0]:.2f}",
             f"{statistics.median(train) / base[1]:.2f}",
+            _stat([r.cpu_s / r.process_s for r in runs]),
         ])  # fmt: skip
     print(
         f"one trial at multiples of data.train_sequences per stage, preset {args.preset}, "
         f"1 thread, fresh subprocesses; n={repeats}"
     )
     _table(("factor", "sequences", "total s", "training s", "evaluation s", "data s",
-            "total/1x", "training/1x"), rows)  # fmt: skip
+            "total/1x", "training/1x", "CPU/wall"), rows)  # fmt: skip
+    print("CPU/wall: process CPU s / wall s, below 1.00 = the trial waited for a core")
 
 
 # ---------------------------------------------------------------------------- sweeps
