@@ -8,7 +8,8 @@ first arm paired by seed (its 95 % t-interval; ``*`` marks an interval that excl
 per-seed values go to ``OUT/per_seed.csv`` and everything to ``OUT/results.json``.
 
 Default arms: ``DCID`` (``comet=false``) and ``DCID+COMET`` (the default preset). Other arms:
-``--arm "label:key=value;key=value"`` (repeatable; the first arm is the reference). For choosing
+``--arm "label:key=value;key=value"`` (repeatable; the first arm is the reference; write
+``--arm=-PM:replay.enabled=false`` for a label that starts with "-"). For choosing
 settings use ``--split val`` (downstream sets built from held-out training-pool instances,
 never the test sequences).
 
@@ -235,7 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="LABEL:K=V;K=V",
-        help="an arm (repeatable; first = reference). Default: DCID vs DCID+COMET",
+        help="an arm (repeatable; first = reference; --arm=-PM:... for a label starting "
+        "with '-'). Default: DCID vs DCID+COMET",
     )
     c.add_argument(
         "--set",

@@ -195,3 +195,16 @@ def test_small_losses() -> None:
     aligned = pooled_info_nce({"a": x, "b": x * 2.0}, temperature=0.05)
     shuffled = pooled_info_nce({"a": x, "b": x[[1, 2, 0]]}, temperature=0.05)
     assert aligned < shuffled
+
+
+def test_to_reaches_the_codebook_and_new_modules_follow_its_device() -> None:
+    model = _model(_cfg(comet=True)).double()
+    assert model.codebook.embed.dtype == torch.float64
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    model = model.float()
+    assert model.codebook.embed.dtype == torch.float32
+    model.to("meta")  # a device no module starts on
+    assert model.codebook.embed.is_meta
+    model.add_modality_("image", 9)
+    model.add_pseudo_stream_()
+    assert all(p.is_meta for p in model.parameters())
