@@ -9,7 +9,9 @@
    before (weight ``ewc.lam``) and, from stage 2 on, the pseudo-modality of the mediator in
    Cross-CPC (weight ``replay.beta_pmr``);
 3. with EWC: estimates the diagonal empirical Fisher (per batch) of this stage's training loss
-   on ``ewc.fisher_batches`` random batches of this stage's data and consolidates (paper Eq. 6);
+   on ``ewc.fisher_batches`` random batches of this stage's data and consolidates (paper Eq. 6)
+   the adapter's common layers, router and the specific layers of the modalities so far, plus
+   (``ewc.mediator``, our extension, default on) the mediator's semantic encoder;
 4. evaluates the modalities seen so far (see :func:`evaluate_stage`), adds the objective, the
    forgetting and BWT rows (:func:`continual_metrics`);
 5. writes ``out_dir/checkpoint.pt`` atomically (model with its dynamically created modules and
