@@ -8,25 +8,28 @@ the main loss to push the semantic code (x) and the modality-specific feature (y
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
 
-def _mlp(in_dim: int, hidden: int, out_dim: int, layers: int, last: nn.Module | None) -> nn.Module:
-    """``layers`` hidden ReLU layers of width ``hidden``, then a linear output (and ``last``)."""
-    mods: list[nn.Module] = []
-    width = in_dim
-    for _ in range(layers):
-        mods += [nn.Linear(width, hidden), nn.ReLU()]
-        width = hidden
-    mods.append(nn.Linear(width, out_dim))
-    if last is not None:
-        mods.append(last)
-    return nn.Sequential(*mods)
+def _uniform(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
+    """``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``: the initial range of ``nn.Linear``."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
 
 
 class CLUB(nn.Module):
     """Gaussian q(y | x) and the sampled CLUB bound on I(x; y) (paper Eq. 1).
+
+    The mean and log-variance nets are two MLPs (``layers`` hidden ReLU layers of width
+    ``hidden``, then a linear output; tanh on the log-variance keeps it in [-1, 1], as the
+    original). They run side by side: one matmul for both first layers, then batched matmuls
+    over the pair (the same arithmetic as two separate MLPs in half the kernel calls; CLUB was
+    about a quarter of a default-preset step). Parameters (``n`` = 2 nets): ``w_in [2 * hidden,
+    x_dim]``, ``w_hidden [layers - 1, n, hidden, hidden]``, ``w_out [n, hidden, y_dim]`` and
+    their biases, each initialised like ``nn.Linear``.
 
     Args:
         x_dim: dimension of x (the quantised semantic feature).
@@ -37,13 +40,31 @@ class CLUB(nn.Module):
 
     def __init__(self, x_dim: int, y_dim: int, hidden: int = 64, *, layers: int = 3) -> None:
         super().__init__()
-        self.mu = _mlp(x_dim, hidden, y_dim, layers, None)
-        # tanh keeps log-variance in [-1, 1], as in the original
-        self.logvar = _mlp(x_dim, hidden, y_dim, layers, nn.Tanh())
+        self.x_dim, self.y_dim, self.hidden, self.layers = x_dim, y_dim, hidden, layers
+        if layers == 0:
+            self.w_in = _uniform((2 * y_dim, x_dim), x_dim)
+            self.b_in = _uniform((2 * y_dim,), x_dim)
+            return
+        self.w_in = _uniform((2 * hidden, x_dim), x_dim)
+        self.b_in = _uniform((2 * hidden,), x_dim)
+        self.w_hidden = _uniform((layers - 1, 2, hidden, hidden), hidden)
+        self.b_hidden = _uniform((layers - 1, 2, 1, hidden), hidden)
+        self.w_out = _uniform((2, hidden, y_dim), hidden)
+        self.b_out = _uniform((2, 1, y_dim), hidden)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and log-variance of q(y | x), each ``[..., y_dim]``."""
-        return self.mu(x), self.logvar(x)
+        lead = x.shape[:-1]
+        flat = x.reshape(-1, self.x_dim)  # (n, x_dim)
+        h = torch.addmm(self.b_in, flat, self.w_in.t())  # (n, 2 * width)
+        if self.layers == 0:
+            mu, logvar = h.view(-1, 2, self.y_dim).unbind(1)
+        else:
+            h = torch.relu(h).view(-1, 2, self.hidden).transpose(0, 1)  # (2, n, hidden)
+            for i in range(self.layers - 1):
+                h = torch.relu(torch.baddbmm(self.b_hidden[i], h, self.w_hidden[i]))
+            mu, logvar = torch.baddbmm(self.b_out, h, self.w_out).unbind(0)  # (n, y_dim) each
+        return mu.reshape(*lead, self.y_dim), torch.tanh(logvar).reshape(*lead, self.y_dim)
 
     def log_likelihood(self, x: Tensor, y: Tensor, mask: Tensor | None = None) -> Tensor:
         """Mean over valid tokens of log q(y | x) up to constants (the estimator maximises it).

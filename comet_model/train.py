@@ -86,10 +86,8 @@ class Trainer:
                 p.requires_grad_(train)
             if train:
                 self.params += params
-        self.optimizer = torch.optim.Adam(self.params, lr=cfg.train.lr)
-        self.club_optimizers = {
-            m: torch.optim.Adam(ps, lr=cfg.club.lr) for m, ps in model.club_groups().items()
-        }
+        self.optimizer = _adam(self.params, cfg.train.lr)
+        self.club_optimizers = {m: _adam(ps, cfg.club.lr) for m, ps in model.club_groups().items()}
 
     def state_dict(self) -> dict[str, Any]:
         """Optimiser states (tensors and primitives only)."""
@@ -108,6 +106,18 @@ class Trainer:
             raise ValueError(f"CLUB optimisers {sorted(state['club'])} vs {self.club_optimizers}")
         for m, o in self.club_optimizers.items():
             o.load_state_dict(state["club"][m])
+
+
+def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam with the fused kernel (one call for all tensors instead of ~10 ops per tensor: the
+    per-tensor loop was about 7 % of a default-preset step on CPU) when every tensor supports it."""
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.Adam(params, lr=lr, fused=fused and bool(params))
+
+
+def _clip(params: list[nn.Parameter], max_norm: float) -> None:
+    """Global gradient-norm clip with the multi-tensor kernels (fewer per-tensor ops)."""
+    nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
 
 
 def _matches(group: str, pattern: str) -> bool:
@@ -234,7 +244,7 @@ def _club_steps(
         for m, o in trainer.club_optimizers.items():
             if m in pairs:
                 if cfg.train.clip > 0:
-                    nn.utils.clip_grad_norm_(model.club[m].parameters(), cfg.train.clip)
+                    _clip(list(model.club[m].parameters()), cfg.train.clip)
                 o.step()
     return loss.detach()
 
@@ -270,7 +280,7 @@ def train_step(
     trainer.optimizer.zero_grad(set_to_none=True)
     total.backward()
     if cfg.train.clip > 0:
-        nn.utils.clip_grad_norm_(trainer.params, cfg.train.clip)
+        _clip(trainer.params, cfg.train.clip)
     trainer.optimizer.step()
     # EMA and dead-code reset after backward (spec section 9)
     model.codebook.ema_update_(out.semantic, out.indices, out.masks)

@@ -113,3 +113,33 @@ def test_bound_matches_a_per_item_reference_with_ragged_masks():
         neg = -((mu[i][both] - y[perm[i]][both]) ** 2).mean(0) * scale
         total = total + (pos - neg).sum() / b
     torch.testing.assert_close(got.detach(), total / 2)
+
+
+def test_fused_nets_equal_two_separate_mlps_and_do_not_mix() -> None:
+    torch.manual_seed(3)
+    club = CLUB(5, 4, 6, layers=3)
+    x = torch.randn(2, 7, 5)
+    mu, logvar = club(x)
+
+    def mlp(net: int) -> torch.Tensor:  # the plain per-net MLP from the same parameters
+        h = torch.relu(
+            x @ club.w_in[net * 6 : (net + 1) * 6].t() + club.b_in[net * 6 : (net + 1) * 6]
+        )
+        for i in range(2):
+            h = torch.relu(h @ club.w_hidden[i, net] + club.b_hidden[i, net, 0])
+        return h @ club.w_out[net] + club.b_out[net, 0]
+
+    assert torch.allclose(mu, mlp(0), atol=1e-6)
+    assert torch.allclose(logvar, torch.tanh(mlp(1)), atol=1e-6)
+    mu.sum().backward()  # the mean net's output reaches only the mean net's parameters
+    assert club.w_in.grad[6:].abs().sum() == 0 and club.w_in.grad[:6].abs().sum() > 0
+    assert club.w_hidden.grad[:, 1].abs().sum() == 0 and club.w_out.grad[1].abs().sum() == 0
+    assert club.w_hidden.grad[:, 0].abs().sum() > 0
+
+
+def test_zero_hidden_layers_is_linear() -> None:
+    club = CLUB(3, 2, 8, layers=0)
+    x = torch.randn(4, 3)
+    mu, logvar = club(x)
+    assert torch.allclose(mu, x @ club.w_in[:2].t() + club.b_in[:2], atol=1e-6)
+    assert torch.allclose(logvar, torch.tanh(x @ club.w_in[2:].t() + club.b_in[2:]), atol=1e-6)
