@@ -12,6 +12,10 @@ Sections (default: all, in this order):
   through ``ablations/run.py --fresh`` at ``--max-concurrent`` 1 and 2; the speed-up (ideal 2).
 - ``memory``: peak resident set size of a trial subprocess and of an import-only one.
 - ``scaling``: trial time at 1x, 2x and 4x ``data.train_sequences`` on one thread.
+- ``cmg``: one full training step of DCID at the original code's audio-video-text shapes (batch
+  80, VGG19 pool5 video maps through the CMG front end, ``comet_model.cmg_bench.avt_step_times``)
+  in float32 and float64 at all threads, against the original's float64 step (dcid_reference
+  5.3: 222.8 s median on this 2-core machine at 2 threads; the original code is not run here).
 - ``gpu``: with CUDA only: step time at the paper preset on the GPU and trials per hour of 1, 2
   and 4 trials packed on one GPU (``--gpus-per-trial`` 1, 0.5, 0.25 through the harness).
 
@@ -40,8 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("step", "trial", "sweep", "memory", "scaling", "gpu")
-REPEATS = {"step": 20, "trial": 3, "sweep": 1, "memory": 1, "scaling": 1, "gpu": 20}
+SECTIONS = ("step", "trial", "sweep", "memory", "scaling", "cmg", "gpu")
+REPEATS = {"step": 20, "trial": 3, "sweep": 1, "memory": 1, "scaling": 1, "cmg": 3, "gpu": 20}
+ORIGINAL_STEP_S = 222.8  # the original DCID's float64 step, B=80, 2 threads (dcid_reference 5.3)
 MATMUL_SIZES = (256, 512, 1024, 2048)  # square float32 matmuls; the best median is the peak
 SCALING = (1, 2, 4)  # multiples of data.train_sequences
 PACKING = (1, 2, 4)  # trials per GPU
@@ -343,6 +348,30 @@ def section_step(args: argparse.Namespace, repeats: int) -> None:
     _table(("threads", "preset", "BxT", "D", "step ms", "GFLOP/step", "step GFLOP/s",
             "matmul GFLOP/s @size", "step/matmul"), rows)  # fmt: skip
     print(FLOP_NOTE)
+
+
+def section_cmg(args: argparse.Namespace, repeats: int) -> None:
+    """Our DCID step at the original's shapes in float32 and float64 vs the original's step."""
+    import torch
+
+    from comet_model.cmg_bench import avt_step_times
+
+    threads = torch.get_num_threads()
+    rows = []
+    for name, dtype in (("float32", torch.float32), ("float64", torch.float64)):
+        _progress(f"cmg: {name}: 1 warm-up + {repeats} steps (minutes each at full size)")
+        times = avt_step_times(dtype=dtype, repeats=repeats, warmup=1)
+        speedup = ORIGINAL_STEP_S / statistics.median(times)
+        rows.append([name, _stat(times), f"{ORIGINAL_STEP_S}", f"{speedup:.2f}x"])
+        _progress(f"cmg: {name}: {_num(statistics.median(times))} s")
+    print(
+        f"one training step of DCID (no COMET) at the original's shapes: B=80, T=10, video "
+        f"[80,10,7*7*512] through the CMG front end (width 2048), audio [80,10,128], text "
+        f"[80,10,768] (no BiLSTM), D=256, 400 codes, 5 CLUB inner steps; {threads} threads; "
+        f"after 1 warm-up step; n={repeats}. Original: float64 only, 2 threads, median of 5 steps "
+        f"measured on this machine (dcid_reference 5.3), not rerun here"
+    )
+    _table(("dtype", "our step s", "original float64 s", "original / ours"), rows)
 
 
 # ---------------------------------------------------------------------------- trial subprocesses
@@ -694,6 +723,7 @@ RUNNERS: dict[str, tuple[Callable[[argparse.Namespace, int], None], str]] = {
     "sweep": (section_sweep, "sweep efficiency at --max-concurrent 1 and 2"),
     "memory": (section_memory, "peak resident memory of one trial"),
     "scaling": (section_scaling, "trial time vs training sequences"),
+    "cmg": (section_cmg, "DCID step at the original's audio-video-text shapes"),
     "gpu": (section_gpu, "GPU step time and trials packed per GPU"),
 }
 

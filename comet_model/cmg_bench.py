@@ -1,4 +1,13 @@
-"""Forward+backward time of the CMG video modules: ``python -m comet_model.cmg_bench``.
+"""Time DCID's audio-video-text step and its video modules: ``python -m comet_model.cmg_bench``.
+
+``--step`` (what ablations/bench.py's ``cmg`` section prints): one full training step of our
+model at the original DCID's shapes (dcid_reference 1.1-1.2): batch 80, T = 10, video as VGG19
+pool5 maps ``[80, 10, 7*7*512]`` through the CMG front end (``model.video_frontend=cmg``, width
+2048), audio ``[80, 10, 128]``, text ``[80, 10, 768]``, D = 256, 400 codes, method DCID without
+COMET (the original is DCID), 5 CLUB inner steps as the original. Text goes straight into its
+encoder (the original first runs a 2-layer BiLSTM 768 -> 256, about 1 % of its parameters).
+
+Without ``--step``: forward+backward of each video module alone.
 
 Times ``CMGVideoSemantic``, ``CMGVideoSpecificEncoder`` and ``CMGVideoDecoder`` at DCID's shapes
 (``[B, T, 7, 7, 512]`` maps, specific width 2048, code dimension 256; B = 80, T = 10 by default)
@@ -22,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from comet_model.cmg_video import CMGVideoDecoder, CMGVideoSemantic, CMGVideoSpecificEncoder
+from comet_model.config import ExperimentConfig, preset
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 MODULES = ("semantic", "encoder", "decoder")
@@ -78,6 +88,53 @@ def fwd_bwd_times(
     return times
 
 
+AVT_DIMS = {"audio": 128, "video": 7 * 7 * 512, "text": 768}  # the original's input widths
+
+
+def avt_config(**overrides: object) -> ExperimentConfig:
+    """The paper preset at the original's shapes: DCID, CMG video front end, 5 CLUB steps."""
+    flat = {"comet": False, "method": "dcid", "model.video_frontend": "cmg"}
+    flat |= {"club.inner_steps": 5, "train.batch_size": 80, "data.steps": 10}
+    return preset("paper").override(flat | overrides)
+
+
+def avt_step_times(
+    *,
+    dtype: torch.dtype = torch.float32,
+    batch: int = 80,
+    steps: int = 10,
+    repeats: int = 3,
+    warmup: int = 1,
+    seed: int = 0,
+    overrides: dict[str, object] | None = None,
+) -> list[float]:
+    """Seconds of ``repeats`` full training steps (forward, CLUB inner steps, backward, clip,
+    Adam, MM-EMA, dead-code reset) of DCID at the original's audio-video-text shapes."""
+    from comet_model.model import CometModel
+    from comet_model.train import Trainer, loss_weights, train_step
+
+    cfg = avt_config(**(overrides or {}))
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    dims = {m: d for m, d in AVT_DIMS.items() if m != "video"}
+    dims["video"] = cfg.model.cmg_grid**2 * cfg.model.cmg_channels
+    model = CometModel.from_config(cfg, dims).to(dtype)
+    trainer = Trainer(model, cfg)
+    weights = loss_weights(cfg, model)
+    feats = {
+        m: (torch.rand if m == "video" else torch.randn)(batch, steps, d, generator=g).to(dtype)
+        for m, d in dims.items()
+    }  # pool5 maps are >= 0
+    model.train()
+    times = []
+    for i in range(warmup + repeats):
+        t0 = time.perf_counter()
+        train_step(model, trainer, feats, None, cfg, generator=g, weights=weights)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Print forward+backward timing statistics per module and dtype."""
     parser = argparse.ArgumentParser(prog="python -m comet_model.cmg_bench", description=__doc__)
@@ -89,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per case")
     parser.add_argument("--warmup", type=int, default=1, help="untimed repeats per case")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: as found)")
+    parser.add_argument(
+        "--step", action="store_true", help="time the full AVT training step, not the modules"
+    )
     args = parser.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -101,6 +161,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"threads={torch.get_num_threads()} torch={torch.__version__} B={args.batch} "
         f"T={args.steps} width={args.width} repeats={args.repeats} warmup={args.warmup}"
     )
+    if args.step:
+        print(f"{'step':<9} {'dtype':<8} {'median s':>9} {'min s':>8} {'max s':>8} {'load1':>11}")
+        for dtype in dtypes:
+            load_before = os.getloadavg()[0]
+            times = avt_step_times(
+                dtype=DTYPES[dtype], batch=args.batch, steps=args.steps,
+                repeats=args.repeats, warmup=args.warmup,
+                overrides={"model.cmg_width": args.width},
+            )  # fmt: skip
+            load = f"{load_before:.2f}->{os.getloadavg()[0]:.2f}"
+            print(
+                f"{'avt':<9} {dtype:<8} {statistics.median(times):>9.3f} {min(times):>8.3f} "
+                f"{max(times):>8.3f} {load:>11}",
+                flush=True,
+            )
+        return 0
     print(f"{'module':<9} {'dtype':<8} {'median s':>9} {'min s':>8} {'max s':>8} {'load1':>11}")
     for dtype in dtypes:
         for name in modules:

@@ -223,7 +223,7 @@ class SharedCodebook(nn.Module):
         A step with no valid partner (one modality, or partners padded) targets its own token.
         """
         z, mask = self._stack(sem, masks)
-        z = z.detach().float()
+        z = z.detach().to(self.embed.dtype)
         if z.shape[0] == 1:
             return z
         attn, valid = self._partners(z, mask)

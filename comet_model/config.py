@@ -62,9 +62,20 @@ class ModelConfig(Section):
     club_hidden: int = 64  # hidden width of the CLUB estimator MLPs
     cpc_layers: int = 1  # LSTM layers of each Cross-CPC context network (original: 2)
     contrastive_temperature: float = 0.1  # TURN InfoNCE temperature
+    # CMG-compatible video front end (dcid_reference 1.3-1.5): "cmg" gives the modalities in
+    # cmg_modalities DCID's convolutional modules on VGG19 pool5 maps, fed flattened as
+    # [N, T, cmg_grid * cmg_grid * cmg_channels] (channels fastest, as CMG's released features)
+    video_frontend: Literal["linear", "cmg"] = "linear"
+    cmg_modalities: tuple[str, ...] = ("video",)
+    cmg_grid: int = 7  # side of the feature map (VGG19 pool5: 7)
+    cmg_channels: int = 512  # channels of the feature map (VGG19 pool5: 512)
+    cmg_width: int = 2048  # channels of the convolutional specific encoder (original: 2048)
 
     def _validate(self) -> None:
         for name in ("dim", "heads", "ffn", "spec_dim", "club_hidden", "cpc_layers"):
+            self._require(getattr(self, name) > 0, name, "> 0")
+        self._require(self.cmg_grid >= 5, "cmg_grid", ">= 5 (two unpadded 3x3 convolutions)")
+        for name in ("cmg_channels", "cmg_width"):
             self._require(getattr(self, name) > 0, name, "> 0")
         self._require(self.layers >= 0, "layers", ">= 0")
         self._require(self.dim % self.heads == 0, "heads", f"a divisor of model.dim={self.dim}")

@@ -8,17 +8,35 @@ For every modality m (created the first time m appears, kept afterwards):
 - decoder: ``Linear(D -> D)`` on the quantised semantic sequence, concatenated with the
   specific features, then ``Linear(D + D_spec -> d_m)`` (the original's audio/text decoder).
 
+Modalities listed in ``cmg`` (:class:`CMGFrontEnd`, config ``model.video_frontend = "cmg"``)
+take VGG19 pool5 maps flattened to ``[B, T, g*g*C]`` and get DCID's video modules instead
+(dcid_reference 1.3-1.5, :mod:`comet_model.cmg_video`): the SE + spatial-attention front end
+before the temporal encoder, the convolutional specific encoder (whose pooled projection is what
+CLUB sees) and the transposed-convolution decoder.
+
 All modules are held in ``nn.ModuleDict``s keyed by modality name.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
-__all__ = ["Decoder", "ModalityEncoders", "SemanticEncoder", "sinusoidal_positions"]
+from comet_model.cmg_video import CMGVideoDecoder, CMGVideoSemantic, CMGVideoSpecificEncoder
+
+__all__ = [
+    "CMGDecoder",
+    "CMGFrontEnd",
+    "CMGSemanticEncoder",
+    "Decoder",
+    "ModalityEncoders",
+    "SemanticEncoder",
+    "sinusoidal_positions",
+]
 
 
 def sinusoidal_positions(steps: int, dim: int) -> Tensor:
@@ -84,6 +102,62 @@ class Decoder(nn.Module):
         return self.out(torch.cat([self.vq_proj(vq), spec], dim=-1))
 
 
+@dataclass(frozen=True)
+class CMGFrontEnd:
+    """Which modalities take CMG pool5 maps, and the map and encoder widths."""
+
+    modalities: tuple[str, ...] = ("video",)
+    grid: int = 7
+    channels: int = 512
+    width: int = 2048
+
+    @property
+    def in_dim(self) -> int:
+        """Flattened input width ``grid * grid * channels`` (25088 for VGG19 pool5)."""
+        return self.grid * self.grid * self.channels
+
+
+class CMGSemanticEncoder(nn.Module):
+    """DCID video semantic branch: SE + spatial attention pooling per frame, then the temporal
+    encoder (dcid_reference 1.3)."""
+
+    def __init__(self, front: CMGFrontEnd, temporal: SemanticEncoder) -> None:
+        super().__init__()
+        self.frame = CMGVideoSemantic(front.channels, front.grid)
+        self.temporal = temporal
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``x [B, T, g*g*C]`` -> ``[B, T, D]``."""
+        return self.temporal(self.frame(x), mask)
+
+
+class CMGSpecific(nn.Module):
+    """The convolutional specific encoder; returns (map for the decoder, vector for CLUB)."""
+
+    def __init__(self, front: CMGFrontEnd, club_dim: int) -> None:
+        super().__init__()
+        self.net = CMGVideoSpecificEncoder(
+            front.channels, front.width, grid=front.grid, club_dim=club_dim
+        )
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``x [B, T, g*g*C]`` -> spec map ``[B, T, g-4, g-4, W]``, CLUB vector ``[B, T, club]``."""
+        out = self.net(x)
+        return out.spec, out.club
+
+
+class CMGDecoder(nn.Module):
+    """The transposed-convolution decoder, output flattened like the input ``[B, T, g*g*C]``."""
+
+    def __init__(self, front: CMGFrontEnd, dim: int) -> None:
+        super().__init__()
+        self.net = CMGVideoDecoder(dim, front.width, front.channels, spec_grid=front.grid - 4)
+
+    def forward(self, vq: Tensor, spec: Tensor) -> Tensor:
+        """``vq [B, T, D]``, ``spec [B, T, g-4, g-4, W]`` -> ``[B, T, g*g*C]``."""
+        return rearrange(self.net(vq, spec), "b t h w c -> b t (h w c)")
+
+
 class ModalityEncoders(nn.Module):
     """Semantic encoders, specific encoders and decoders of every modality seen so far."""
 
@@ -98,9 +172,10 @@ class ModalityEncoders(nn.Module):
         dropout: float = 0.1,
         norm_first: bool = False,
         positional: bool = False,
+        cmg: CMGFrontEnd | None = None,
     ) -> None:
         super().__init__()
-        self.dim, self.spec_dim = dim, spec_dim
+        self.dim, self.spec_dim, self.cmg = dim, spec_dim, cmg
         self._semantic_kw = {
             "layers": layers,
             "heads": heads,
@@ -113,6 +188,7 @@ class ModalityEncoders(nn.Module):
         self.specific = nn.ModuleDict()
         self.decoder = nn.ModuleDict()
         self.in_dims: dict[str, int] = {}
+        self.club_dims: dict[str, int] = {}  # width of what the CLUB estimator of m sees
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -130,11 +206,30 @@ class ModalityEncoders(nn.Module):
                     f"got {in_dim}"
                 )
             return False
-        self.semantic[name] = SemanticEncoder(in_dim, self.dim, **self._semantic_kw)
-        self.specific[name] = nn.Sequential(nn.Linear(in_dim, self.spec_dim), nn.ReLU())
-        self.decoder[name] = Decoder(self.dim, self.spec_dim, in_dim)
+        if self.is_cmg(name):
+            assert self.cmg is not None
+            if in_dim != self.cmg.in_dim:
+                g, c = self.cmg.grid, self.cmg.channels
+                raise ValueError(
+                    f"modality '{name}' uses the CMG front end and expects {g}x{g}x{c} maps "
+                    f"flattened to {self.cmg.in_dim} features, got {in_dim}"
+                )
+            temporal = SemanticEncoder(self.cmg.channels, self.dim, **self._semantic_kw)
+            self.semantic[name] = CMGSemanticEncoder(self.cmg, temporal)
+            self.specific[name] = CMGSpecific(self.cmg, club_dim=self.cmg.channels)
+            self.decoder[name] = CMGDecoder(self.cmg, self.dim)
+            self.club_dims[name] = self.cmg.channels
+        else:
+            self.semantic[name] = SemanticEncoder(in_dim, self.dim, **self._semantic_kw)
+            self.specific[name] = nn.Sequential(nn.Linear(in_dim, self.spec_dim), nn.ReLU())
+            self.decoder[name] = Decoder(self.dim, self.spec_dim, in_dim)
+            self.club_dims[name] = self.spec_dim
         self.in_dims[name] = in_dim
         return True
+
+    def is_cmg(self, name: str) -> bool:
+        """Whether modality ``name`` uses the CMG video front end."""
+        return self.cmg is not None and name in self.cmg.modalities
 
     def check_input(self, name: str, x: Tensor) -> None:
         """Raise a one-line error if ``x`` does not fit modality ``name``."""
@@ -150,9 +245,14 @@ class ModalityEncoders(nn.Module):
         self.check_input(name, x)
         return self.semantic[name](x, mask)
 
-    def encode_specific(self, name: str, x: Tensor) -> Tensor:
-        """Modality-specific features ``[B, T, D_spec]``."""
-        return self.specific[name](x)
+    def encode_specific(self, name: str, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Modality-specific features: (decoder input, CLUB input ``[B, T, club_dims[name]]``).
+
+        Both are the same ``[B, T, D_spec]`` tensor for linear modalities; for a CMG modality
+        the decoder gets the ``[B, T, g-4, g-4, W]`` map and CLUB its pooled projection.
+        """
+        out = self.specific[name](x)
+        return out if isinstance(out, tuple) else (out, out)
 
     def decode(self, name: str, vq: Tensor, spec: Tensor) -> Tensor:
         """Reconstruction ``[B, T, d_m]`` of modality ``name``."""

@@ -39,7 +39,7 @@ from comet_model.club import CLUB
 from comet_model.codebook import CodebookOutput, SharedCodebook
 from comet_model.config import ExperimentConfig
 from comet_model.cpc import CrossCPC
-from comet_model.encoders import ModalityEncoders
+from comet_model.encoders import CMGFrontEnd, ModalityEncoders
 from comet_model.losses import masked_mse, pooled_info_nce
 from comet_model.moe_adapter import LinearAdapter, MoEAdapter
 from comet_model.replay import PseudoModality
@@ -63,9 +63,10 @@ class Features:
     inputs: dict[str, Tensor]  # modality -> [B, T, d_m]
     masks: dict[str, Tensor] | None  # modality -> bool [B, T]
     semantic: dict[str, Tensor]  # continuous semantic features after the adapter [B, T, D]
-    specific: dict[str, Tensor]  # [B, T, D_spec]
+    specific: dict[str, Tensor]  # what CLUB sees [B, T, club_dim]
     codebook: CodebookOutput
     gate: Tensor | None  # summed load-balance loss of the adapter (None without MoE)
+    decoder_inputs: dict[str, Tensor] = field(default_factory=dict)  # specific part of recon
 
 
 @dataclass
@@ -123,9 +124,12 @@ class CometModel(nn.Module):
     ) -> CometModel:
         """Build the model of ``cfg`` (the only config -> constructor mapping)."""
         mc, cc = cfg.model, cfg.codebook
+        cmg = None
+        if mc.video_frontend == "cmg":
+            cmg = CMGFrontEnd(mc.cmg_modalities, mc.cmg_grid, mc.cmg_channels, mc.cmg_width)
         encoders = ModalityEncoders(
             mc.dim, spec_dim=mc.spec_dim, layers=mc.layers, heads=mc.heads, ffn=mc.ffn,
-            dropout=mc.dropout, norm_first=mc.norm_first, positional=mc.positional,
+            dropout=mc.dropout, norm_first=mc.norm_first, positional=mc.positional, cmg=cmg,
         )  # fmt: skip
         codebook = SharedCodebook(
             mc.dim, cc.size, decay=cc.decay, eps=cc.eps, dead_code_threshold=cc.dead_code_threshold,
@@ -179,7 +183,8 @@ class CometModel(nn.Module):
         if self.cpc is not None:
             self.cpc.add_stream_(name)
         if "club" in self.active:
-            self.club[name] = CLUB(self.encoders.dim, self.encoders.spec_dim, self.club_hidden)
+            club_dim = self.encoders.club_dims[name]
+            self.club[name] = CLUB(self.encoders.dim, club_dim, self.club_hidden)
         self.to(self.codebook.embed.device)  # new modules follow the model's device
         return True
 
@@ -266,17 +271,17 @@ class CometModel(nn.Module):
         inputs = dict(batch)
         mk = {m: masks[m] for m in inputs if masks.get(m) is not None} if masks else None
         mk = mk or None
-        semantic, specific, gates = {}, {}, []
+        semantic, specific, decoder_inputs, gates = {}, {}, {}, []
         for m, x in inputs.items():
             mask = None if mk is None else mk.get(m)
             h = self.encoders.encode_semantic(m, x, mask)
             semantic[m], gate = self._adapt(m, h, mask)
             if gate is not None:
                 gates.append(gate)
-            specific[m] = self.encoders.encode_specific(m, x)
+            decoder_inputs[m], specific[m] = self.encoders.encode_specific(m, x)
         cb = self.codebook(semantic, mk)
         gate_total = torch.stack(gates).sum() if gates else None
-        return Features(inputs, mk, semantic, specific, cb, gate_total)
+        return Features(inputs, mk, semantic, specific, cb, gate_total, decoder_inputs)
 
     @contextmanager
     def _club_frozen(self) -> Iterator[None]:
@@ -307,9 +312,10 @@ class CometModel(nn.Module):
 
         losses: dict[str, Tensor] = {}
         vq, spec = cb.quantized, feats.specific
+        dec_in = feats.decoder_inputs or spec
         if "recon" in self.active:
             recon = [
-                masked_mse(self.encoders.decode(m, vq[m], spec[m]), x, mask_of(m))
+                masked_mse(self.encoders.decode(m, vq[m], dec_in[m]), x, mask_of(m))
                 for m, x in feats.inputs.items()
             ]
             losses["recon"] = torch.stack(recon).sum()

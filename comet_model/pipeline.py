@@ -136,6 +136,22 @@ def build_benchmark(cfg: ExperimentConfig) -> Benchmark:
     return make_benchmark(d.source, **kw)
 
 
+def _check_cmg_widths(cfg: ExperimentConfig, stages: Sequence[StageData]) -> None:
+    """With the CMG video front end, its modalities must be ``grid * grid * channels`` wide."""
+    mc = cfg.model
+    if mc.video_frontend != "cmg":
+        return
+    want = mc.cmg_grid * mc.cmg_grid * mc.cmg_channels
+    for stage in stages:
+        for m in stage.modalities:
+            if m in mc.cmg_modalities and stage.train.dim(m) != want:
+                raise ConfigError(
+                    f"model.video_frontend: 'cmg' needs '{m}' features of width {want} "
+                    f"({mc.cmg_grid}x{mc.cmg_grid}x{mc.cmg_channels} maps), stage "
+                    f"'{stage.name}' has {stage.train.dim(m)}"
+                )
+
+
 def completed_stages(out_dir: str | Path) -> int:
     """Number of stages completed in ``out_dir`` (0 without a readable checkpoint)."""
     path = Path(out_dir) / CHECKPOINT
@@ -420,6 +436,7 @@ def run_continual(
     stages = benchmark.stages
     if [s.name for s in stages] != names:
         raise ValueError(f"benchmark stages {[s.name for s in stages]} differ from {names}")
+    _check_cmg_widths(cfg, stages)
 
     generator = seed_everything(cfg.seed)
     ewc = replay = None

@@ -89,6 +89,32 @@ def test_gpu_section_without_cuda_says_why(capsys: pytest.CaptureFixture[str]) -
     assert len(skipped) == 1 and "CUDA" in skipped[0]
 
 
+def test_cmg_section_reports_both_dtypes_against_the_original(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import comet_model.cmg_bench as cmg
+
+    full = cmg.avt_step_times
+    calls: list[torch.dtype] = []
+
+    def tiny(**kw: object) -> list[float]:  # same code path, tiny batch and width
+        calls.append(kw["dtype"])  # type: ignore[arg-type]
+        kw |= {"batch": 2, "steps": 2, "overrides": {"model.cmg_width": 8}}
+        return full(**kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cmg, "avt_step_times", tiny)
+    assert bench.main(["--sections", "cmg", "--repeats", "2"]) == 0
+    rows = [r.split() for r in capsys.readouterr().out.splitlines() if r.startswith("float")]
+    assert calls == [torch.float32, torch.float64] and [r[0] for r in rows] == calls_names(calls)
+    for r in rows:
+        median = float(r[1])
+        assert float(r[-1].rstrip("x")) == pytest.approx(bench.ORIGINAL_STEP_S / median, rel=0.01)
+
+
+def calls_names(dtypes: list[torch.dtype]) -> list[str]:
+    return [str(d).removeprefix("torch.") for d in dtypes]
+
+
 def test_matmul_rates_are_one_per_repeat_and_positive() -> None:
     rates = bench.matmul_gflops(32, 3)
     assert len(rates) == 3 and all(r > 0 for r in rates)
