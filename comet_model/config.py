@@ -55,7 +55,10 @@ class ModelConfig(Section):
     layers: int = 1  # Transformer encoder layers of each semantic encoder (0 = linear only)
     heads: int = 4  # attention heads (dim must be divisible by heads)
     ffn: int = 128  # Transformer feed-forward width
-    dropout: float = 0.1  # Transformer dropout (as the original)
+    # Transformer dropout (the original and the paper preset: 0.1). 0 in the default preset,
+    # chosen on the validation split with train.epochs 8 -> 7 for speed: objective after stage
+    # 3, 3 seeds, full / overlap plans: 48.5 / 37.6 with (0.1, 8) vs 47.6 / 38.6 with (0, 7)
+    dropout: float = 0.0
     norm_first: bool = True  # pre-norm Transformer (original: post-norm; pre-norm aligns faster)
     positional: bool = False  # sinusoidal positional encoding (original: none)
     spec_dim: int = 64  # width of the modality-specific encoder
@@ -201,7 +204,7 @@ class TrainConfig(Section):
     """Main optimisation loop (Adam, gradient clipping)."""
 
     _name: ClassVar[str] = "train"
-    epochs: int = 8  # epochs per stage
+    epochs: int = 7  # epochs per stage (see model.dropout for the choice)
     batch_size: int = 80  # sequences per step
     lr: float = 2e-3  # Adam learning rate (original 4e-4; tuned on validation, digits world)
     clip: float = 0.5  # global gradient-norm clip (0 = off)
@@ -348,7 +351,8 @@ def _smoke() -> ExperimentConfig:
 
 
 def _paper() -> ExperimentConfig:
-    # the original's sizes and optimiser (post-norm, Adam 4e-4); other settings as "default"
+    # the original's sizes, dropout and optimiser (post-norm, Adam 4e-4); 8 epochs; the rest as
+    # "default"
     return ExperimentConfig(
         model=ModelConfig(
             dim=256,
@@ -359,8 +363,9 @@ def _paper() -> ExperimentConfig:
             club_hidden=128,
             cpc_layers=2,
             norm_first=False,
+            dropout=0.1,
         ),
-        train=TrainConfig(lr=4e-4),
+        train=TrainConfig(lr=4e-4, epochs=8),
         codebook=CodebookConfig(size=400),
         moe=MoEConfig(num_experts=6),
         replay=ReplayConfig(k2=100),
@@ -369,7 +374,7 @@ def _paper() -> ExperimentConfig:
 
 PRESETS: dict[str, typing.Callable[[], ExperimentConfig]] = {
     "smoke": _smoke,  # seconds; every metric at chance: plumbing only (spec section 9)
-    "default": ExperimentConfig,  # the digits world: D=64, 1 layer, 128 codes, 8 epochs
+    "default": ExperimentConfig,  # the digits world: D=64, 1 layer, 128 codes, 7 epochs
     "paper": _paper,  # the original sizes: D=256, 2 layers FFN 1024, 400 codes, 6 experts
 }
 

@@ -30,7 +30,9 @@ def test_flat_round_trip(name: str) -> None:
 def test_presets_differ_where_documented() -> None:
     smoke, default, paper = preset("smoke"), preset("default"), preset("paper")
     assert (default.model.dim, default.model.layers, default.model.heads) == (64, 1, 4)
-    assert (default.model.ffn, default.codebook.size, default.train.epochs) == (128, 128, 8)
+    assert (default.model.ffn, default.codebook.size, default.train.epochs) == (128, 128, 7)
+    assert default.model.dropout == 0.0 and paper.model.dropout == pytest.approx(0.1)
+    assert paper.train.epochs == 8
     assert (default.train.batch_size, default.data.train_sequences) == (80, 4000)
     assert default.loss.club == pytest.approx(0.1)
     assert (paper.model.dim, paper.codebook.size, paper.model.ffn) == (256, 400, 1024)
