@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import sys
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders embedded numbers by value: experts=2 before experts=10."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(text)))
 
 
 def print_summary(outcome) -> None:
@@ -19,6 +25,7 @@ def print_summary(outcome) -> None:
         obj = last[last["task"] == "objective"]
         if not obj.empty:
             table = obj.groupby("variant", observed=True)["value"].agg(["mean", "std", "count"])
+            table = table.loc[sorted(table.index, key=natural_key)]
             print("final-stage objective (mean of unseen-pair metrics) per variant:")
             for variant, row in table.iterrows():
                 std = 0.0 if row["count"] < 2 else row["std"]

@@ -154,9 +154,10 @@ def _callback(progress: _Progress):
     class ProgressCallback(tune.Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             obj = result.get("objective", math.nan)
+            shown = "n/a (no unseen pair yet)" if math.isnan(obj) else f"{obj:.3f}"
             progress.line(
                 f"{progress.label(trial)}: stage {result.get('stage')}/{progress.num_stages} "
-                f"objective={obj:.3f}"
+                f"objective={shown}"
             )
 
         def on_trial_complete(self, iteration, trials, trial, **info):

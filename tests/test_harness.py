@@ -100,3 +100,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, expected, tmp_pat
     assert expected in lines[0]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_summary_orders_variants_by_number() -> None:
+    from ablations.summary import natural_key
+
+    names = ["experts=10", "experts=2", "experts=1", "ewc.lam=1e3", "DCID"]
+    assert sorted(names, key=natural_key)[:3] == ["DCID", "ewc.lam=1e3", "experts=1"]
+    assert sorted(names, key=natural_key)[3:] == ["experts=2", "experts=10"]

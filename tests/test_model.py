@@ -115,8 +115,7 @@ def test_club_bound_is_clamped_at_zero_per_modality() -> None:
         f = model.features(_batch())
         gen = _gen()  # the bounds draw their permutations first, in modality order
         bounds = [
-            model.club[m].mi_upper_bound(f.codebook.quantized[m], f.specific[m], gen)
-            for m in DIMS
+            model.club[m].mi_upper_bound(f.codebook.quantized[m], f.specific[m], gen) for m in DIMS
         ]
         if min(bounds) < 0 < max(bounds):
             break
