@@ -19,11 +19,8 @@ DIMS = {"video": G * G * C, "audio": 7}
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread: None) -> None:
+    """Every test here runs on one torch thread (conftest.one_thread)."""
 
 
 def _cfg(**flat: object) -> ExperimentConfig:

@@ -18,12 +18,8 @@ B, T, G, C, W, D = 2, 3, 7, 16, 24, 8  # batch, steps, grid, in channels, spec w
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops on a shared 2-core machine: a second OpenMP thread made steps up to 15x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread: None) -> None:
+    """Every test here runs on one torch thread (conftest.one_thread)."""
 
 
 def _video(seed: int = 0, dtype: torch.dtype = torch.float32) -> Tensor:
