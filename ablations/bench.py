@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ablations.cli_args import positive_int
+
 SECTIONS = ("step", "trial", "sweep", "memory", "scaling", "cmg", "gpu")
 REPEATS = {"step": 20, "trial": 3, "sweep": 1, "memory": 1, "scaling": 1, "cmg": 3, "gpu": 20}
 ORIGINAL_STEP_S = 222.8  # the original DCID's float64 step, B=80, 2 threads (dcid_reference 5.3)
@@ -69,16 +71,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"error: {message} (see --help)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
 
 
 def _names(allowed: Sequence[str], what: str) -> Callable[[str], tuple[str, ...]]:
@@ -110,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     # fmt: off
     add("--sections", type=_names(SECTIONS, "section"), default=SECTIONS,
         help=f"comma list of {','.join(SECTIONS)} (default: all)")
-    add("--repeats", type=_positive_int, default=None,
+    add("--repeats", type=positive_int, default=None,
         help=f"repeats of every figure (default per section: {reps})")
     add("--preset", choices=presets, default="default",
         help="preset of trial, memory, scaling and sweep (default)")

@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from ablations.cli_args import non_negative_float, positive_float, positive_int
+
 EPILOG = """examples:
   python ablations/run.py --grid experts                      # expert-count curve, 3 seeds
   python ablations/run.py --grid ablations --preset smoke     # quick plumbing check
@@ -22,43 +24,13 @@ EPILOG = """examples:
 Run the same command again to resume after Ctrl-C, SIGTERM or a crash; --fresh starts over."""
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
 def _seeds(text: str) -> tuple[int, ...]:
     """``3`` -> seeds 0, 1, 2; ``0,5,7`` -> those seeds."""
     try:
         if "," in text:
             seeds = tuple(int(s) for s in text.split(",") if s.strip())
         else:
-            seeds = tuple(range(_positive_int(text)))
+            seeds = tuple(range(positive_int(text)))
     except (ValueError, argparse.ArgumentTypeError):
         raise argparse.ArgumentTypeError(
             f"expected a count or a comma list, got {text!r}"
@@ -87,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--grid", help=f"named grid: {', '.join(GRIDS)}")
     what.add_argument("--search", choices=["optuna"], help="Optuna search over EWC lambda, K2, PMR")
-    p.add_argument("--num-samples", type=_positive_int, default=20, help="Optuna trials (20)")
+    p.add_argument("--num-samples", type=positive_int, default=20, help="Optuna trials (20)")
     p.add_argument("--metric", default="objective", help="metric to optimise (objective)")
     p.add_argument("--mode", choices=["max", "min"], default="max")
     p.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="count or list (3 = 0,1,2)")
@@ -100,14 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config key for every run (repeatable)",
     )
-    p.add_argument("--cpus-per-trial", type=_positive_float, default=1.0)
+    p.add_argument("--cpus-per-trial", type=positive_float, default=1.0)
     p.add_argument(
         "--gpus-per-trial",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=0.0,
         help="fraction of a GPU per trial, e.g. 0.25 (ignored without GPUs)",
     )
-    p.add_argument("--max-concurrent", type=_positive_int, default=None)
+    p.add_argument("--max-concurrent", type=positive_int, default=None)
     p.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial (0)")
     p.add_argument("--name", help="experiment name (default: the grid name + preset)")
     p.add_argument("--storage", type=Path, default=Path("results"), help="results root (results/)")
