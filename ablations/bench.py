@@ -3,7 +3,7 @@
 Sections (default: all, in this order):
 
 - ``step``: one training step at ``--step-presets`` (default and paper) at 1 thread and at all
-  threads: its time (``comet_model.bench.step_times``), its FLOPs (FlopCounterMode: matmul,
+  threads: its time (``ablations.benchmarks.step.step_times``), its FLOPs (FlopCounterMode: matmul,
   convolution and attention FLOPs only, forward and backward), the achieved GFLOP/s and the ratio
   to this machine's dense float32 matmul GFLOP/s measured in the same run at the same threads.
 - ``trial``: one full continual trial of ``--preset`` on one thread, by stage (expansion,
@@ -13,7 +13,7 @@ Sections (default: all, in this order):
 - ``memory``: peak resident set size of a trial subprocess and of an import-only one.
 - ``scaling``: trial time at 1x, 2x and 4x ``data.train_sequences`` on one thread.
 - ``cmg``: one full training step of DCID at the original code's audio-video-text shapes (batch
-  80, VGG19 pool5 video maps through the CMG front end, ``comet_model.cmg_bench.avt_step_times``)
+  80, VGG19 pool5 video maps through the CMG front end, ``ablations.benchmarks.cmg.avt_step_times``)
   in float32 and float64 at all threads, against the original's float64 step (dcid_reference
   5.3: 222.8 s median on this 2-core machine at 2 threads; the original code is not run here).
 - ``gpu``: with CUDA only: step time at the paper preset on the GPU and trials per hour of 1, 2
@@ -227,12 +227,12 @@ def _overrides(items: Sequence[str], preset_name: str) -> dict[str, Any]:
 
 
 def _step_fn(cfg: Any, *, device: str = "cpu", seed: int = 0) -> Callable[[], None]:
-    """One training step set up as ``comet_model.bench.step_times`` does, on ``device``."""
+    """One training step set up as ``ablations.benchmarks.step.step_times`` does, on ``device``."""
     import torch
 
-    from comet_model.bench import DEFAULT_DIMS
-    from comet_model.model import CometModel
-    from comet_model.train import Trainer, loss_weights, train_step
+    from ablations.benchmarks.step import DEFAULT_DIMS
+    from comet_model.nn.model import CometModel
+    from comet_model.continual.train import Trainer, loss_weights, train_step
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -308,7 +308,7 @@ def section_step(args: argparse.Namespace, repeats: int) -> None:
     """Step time, achieved GFLOP/s and the ratio to dense matmul, at 1 and all threads."""
     import torch
 
-    from comet_model.bench import step_times
+    from ablations.benchmarks.step import step_times
     from comet_model.config import preset
 
     before = torch.get_num_threads()
@@ -346,7 +346,7 @@ def section_cmg(args: argparse.Namespace, repeats: int) -> None:
     """Our DCID step at the original's shapes in float32 and float64 vs the original's step."""
     import torch
 
-    from comet_model.cmg_bench import avt_step_times
+    from ablations.benchmarks.cmg import avt_step_times
 
     threads = torch.get_num_threads()
     rows = []
@@ -373,7 +373,7 @@ def section_cmg(args: argparse.Namespace, repeats: int) -> None:
 class TrialRun:
     """One trial in a fresh subprocess."""
 
-    total_s: float  # comet_model.bench.trial_times: data build + whole pipeline
+    total_s: float  # ablations.benchmarks.step.trial_times: data build + whole pipeline
     stages: list[dict[str, Any]]  # its per-stage summaries ("(data)" first)
     process_s: float  # wall of the whole subprocess (interpreter start and imports included)
     cpu_s: float  # user + system CPU seconds of the subprocess
@@ -437,11 +437,11 @@ def _worker(text: str) -> int:
 
     torch.set_num_threads(int(spec["threads"]))
     if spec["kind"] == "imports":
-        import comet_model.pipeline  # noqa: F401
+        import comet_model.continual.pipeline  # noqa: F401
 
         print(json.dumps({"peak_rss_mib": _peak_rss_mib()}))
         return 0
-    from comet_model.bench import trial_times
+    from ablations.benchmarks.step import trial_times
     from comet_model.config import preset
 
     cfg = preset(spec["preset"]).override({**spec["overrides"], "train.threads": spec["threads"]})
@@ -476,7 +476,7 @@ def section_trial(args: argparse.Namespace, repeats: int) -> None:
     names = [r["name"] for r in runs[0].stages]
     print(
         f"one full continual trial (training and every evaluation), preset {args.preset}, "
-        f"1 thread, each repeat a fresh subprocess (comet_model.bench.trial_times); "
+        f"1 thread, each repeat a fresh subprocess (ablations.benchmarks.step.trial_times); "
         f"n={repeats}"
     )
     rows: list[list[object]] = [["data build", _stat([_part(r, "data_s", 0) for r in runs])]]
@@ -511,7 +511,7 @@ def section_memory(args: argparse.Namespace, repeats: int) -> None:
     _table(
         ["process", "peak RSS MiB"],
         [
-            ["imports only (torch, comet_model.pipeline)", _stat([r.peak_rss_mib for r in base])],
+            ["imports only (torch, comet_model.continual.pipeline)", _stat([r.peak_rss_mib for r in base])],
             [f"one trial, preset {args.preset}", _stat([r.peak_rss_mib for r in runs])],
         ],
     )

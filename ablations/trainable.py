@@ -1,6 +1,6 @@
 """The Ray Tune trainable: one trial = one full continual pipeline (a thin adapter).
 
-The pipeline (``comet_model.pipeline.run_continual``) owns training, evaluation and its own
+The pipeline (``comet_model.continual.pipeline.run_continual``) owns training, evaluation and its own
 per-stage checkpoints in a work folder named by the run key. That folder, on the sweep's storage,
 is the source of truth for resuming: a relaunched trial continues after its last completed stage
 whatever Ray's own snapshot says, and a finished run returns at once. Each finished stage is
@@ -47,7 +47,7 @@ def comet_trial(
 
     from comet_model.config import ExperimentConfig
     from comet_model.config import preset as get_preset
-    from comet_model.pipeline import run_continual
+    from comet_model.continual.pipeline import run_continual
 
     overrides = dict(base) | trial_overrides(config, arms)
     flat = resolve_flat(get_preset(preset).to_flat(), overrides, int(config["seed"]))
@@ -129,6 +129,6 @@ def comet_trial(
 
 
 def _stages_done(work: Path) -> int:
-    from comet_model.pipeline import completed_stages
+    from comet_model.continual.pipeline import completed_stages
 
     return completed_stages(work)

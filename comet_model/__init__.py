@@ -3,8 +3,8 @@
 The public API is loaded lazily, so ``import comet_model.config`` stays cheap (no torch):
 
 - :class:`comet_model.config.ExperimentConfig`, :func:`comet_model.config.preset`
-- :class:`comet_model.model.CometModel`
-- :func:`comet_model.pipeline.run_continual` (the continual pipeline)
+- :class:`comet_model.nn.model.CometModel`
+- :func:`comet_model.continual.pipeline.run_continual` (the continual pipeline)
 - :func:`comet_model.data.make_benchmark` (digits world, bring-your-own plans, synthetic)
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 _EXPORTS = {
     "ExperimentConfig": "comet_model.config",
     "preset": "comet_model.config",
-    "CometModel": "comet_model.model",
-    "run_continual": "comet_model.pipeline",
+    "CometModel": "comet_model.nn.model",
+    "run_continual": "comet_model.continual.pipeline",
     "make_benchmark": "comet_model.data",
 }
 

@@ -1,6 +1,6 @@
 """Command line: ``python -m comet_model run`` (console script ``comet``).
 
-Runs the continual pipeline (:func:`comet_model.pipeline.run_continual`) on the configured
+Runs the continual pipeline (:func:`comet_model.continual.pipeline.run_continual`) on the configured
 benchmark (the digits world by default): the stages in order, an evaluation of the modalities
 seen so far after each stage, a checkpoint after each stage in ``OUT`` (running the same command
 again resumes after the last completed stage). Prints a per-stage summary and a table of the
@@ -153,7 +153,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the continual pipeline of the configuration, print and write the results."""
-    from comet_model.pipeline import ResumeError, run_continual
+    from comet_model.continual.pipeline import ResumeError, run_continual
 
     try:
         cfg = make_config(args)

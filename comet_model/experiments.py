@@ -1,6 +1,6 @@
 """Seeded comparisons of continual pipelines: ``python -m comet_model.experiments compare``.
 
-Runs every (class plan, arm, seed) as one :func:`comet_model.pipeline.run_continual` in its own
+Runs every (class plan, arm, seed) as one :func:`comet_model.continual.pipeline.run_continual` in its own
 folder ``OUT/runs/<plan>/<arm>/seed<k>`` (so an interrupted comparison resumes: finished runs
 return at once), in ``--jobs`` worker processes with one torch thread each, then prints a table
 per plan and stage: mean and 95 % t-interval of each arm, and each arm's difference from the
@@ -13,7 +13,7 @@ Default arms: ``DCID`` (``comet=false``) and ``DCID+COMET`` (the default preset)
 settings use ``--split val`` (downstream sets built from held-out training-pool instances,
 never the test sequences).
 
-Reported metrics (keys of :mod:`comet_model.pipeline`): V->A / A->V ave acc and avvp f1,
+Reported metrics (keys of :mod:`comet_model.continual.pipeline`): V->A / A->V ave acc and avvp f1,
 image<->audio retrieval mean, the forgetting of the stage-1 pair's retrieval (video<->text) and
 the objective (mean of the unseen-pair metrics).
 """
@@ -136,7 +136,7 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
     """Worker: one pipeline in its own folder (resumes or returns a finished run at once)."""
     import torch
 
-    from comet_model.pipeline import run_continual
+    from comet_model.continual.pipeline import run_continual
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comet_model.bench import main, step_times, trial_times
+from ablations.benchmarks.step import main, step_times, trial_times
 from comet_model.config import preset
 
 TINY = {

@@ -92,7 +92,7 @@ def test_gpu_section_without_cuda_says_why(capsys: pytest.CaptureFixture[str]) -
 def test_cmg_section_reports_both_dtypes_against_the_original(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import comet_model.cmg_bench as cmg
+    import ablations.benchmarks.cmg as cmg
 
     full = cmg.avt_step_times
     calls: list[torch.dtype] = []
@@ -144,7 +144,7 @@ def test_trial_memory_and_scaling_sections_on_a_tiny_trial(
     out = capsys.readouterr().out
     assert "stage 3 image-text: evaluation" in out and "all stages: training" in out
     rss = re.search(r"one trial, preset smoke\s+([\d.]+)", out)
-    base = re.search(r"imports only \(torch, comet_model.pipeline\)\s+([\d.]+)", out)
+    base = re.search(r"imports only \(torch, comet_model.continual.pipeline\)\s+([\d.]+)", out)
     assert rss and base and float(rss.group(1)) > float(base.group(1)) > 50
     scaling = [line.split() for line in out.splitlines() if re.match(r"[124]x\s", line)]
     assert [int(r[1]) for r in scaling] == [32, 64, 128]

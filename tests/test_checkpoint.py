@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from comet_model import checkpoint
+from comet_model.continual import checkpoint
 from comet_model.config import ExperimentConfig, preset
 from comet_model.data import synthetic_benchmark
-from comet_model.model import CometModel
-from comet_model.train import Trainer, train_stage
+from comet_model.nn.model import CometModel
+from comet_model.continual.train import Trainer, train_stage
 
 TINY = {
     "model.dim": 16, "model.heads": 2, "model.ffn": 32, "model.spec_dim": 8,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from comet_model.club import CLUB
+from comet_model.nn.club import CLUB
 
 DX, DY = 6, 4
 

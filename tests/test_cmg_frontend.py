@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from comet_model.cmg_bench import avt_step_times
+from ablations.benchmarks.cmg import avt_step_times
 from comet_model.config import ConfigError, ExperimentConfig, preset
-from comet_model.encoders import CMGDecoder, CMGSemanticEncoder, CMGSpecific
-from comet_model.losses import weighted_total
-from comet_model.model import CometModel
-from comet_model.train import Trainer, loss_weights, train_step
+from comet_model.nn.encoders import CMGDecoder, CMGSemanticEncoder, CMGSpecific
+from comet_model.nn.losses import weighted_total
+from comet_model.nn.model import CometModel
+from comet_model.continual.train import Trainer, loss_weights, train_step
 
 G, C, W = 5, 16, 8  # map side, map channels, specific width (tiny)
 DIMS = {"video": G * G * C, "audio": 7}
@@ -149,7 +149,7 @@ def _bench(video_dim: int):
 
 
 def test_continual_pipeline_with_cmg_video_and_resume(tmp_path) -> None:
-    from comet_model.pipeline import run_continual
+    from comet_model.continual.pipeline import run_continual
 
     cfg = preset("smoke").override(PIPE)
     result = run_continual(cfg, benchmark=_bench(G * G * C), out_dir=tmp_path)
@@ -163,7 +163,7 @@ def test_continual_pipeline_with_cmg_video_and_resume(tmp_path) -> None:
 
 
 def test_pipeline_rejects_a_video_width_that_is_not_a_map() -> None:
-    from comet_model.pipeline import run_continual
+    from comet_model.continual.pipeline import run_continual
 
     cfg = preset("smoke").override(PIPE)
     with pytest.raises(ConfigError, match=r"model.video_frontend.*'video'.*400.*has 12"):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from comet_model.cmg_bench import main as bench_main
-from comet_model.cmg_video import (
+from ablations.benchmarks.cmg import main as bench_main
+from comet_model.nn.cmg_video import (
     CMGVideoDecoder,
     CMGVideoSemantic,
     CMGVideoSpecificEncoder,

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from comet_model.codebook import SharedCodebook
+from comet_model.nn.codebook import SharedCodebook
 
 D, K = 8, 16
 BUFFERS = ("embed", "cluster_size", "embed_avg", "unused", "reset_start")

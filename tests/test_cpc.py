@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from comet_model.cpc import CrossCPC
+from comet_model.nn.cpc import CrossCPC
 
 D, B, T = 8, 16, 6
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from comet_model.data.types import DownstreamSets, Sequences
-from comet_model.evaluate import (
+from comet_model.eval.downstream import (
     clip_labels,
     codebook_usage,
     cross_modal_classification,

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from comet_model.ewc import EWCPenalty, estimate_fisher_diag
-from comet_model.moe_adapter import MoEAdapter
+from comet_model.continual.ewc import EWCPenalty, estimate_fisher_diag
+from comet_model.nn.moe_adapter import MoEAdapter
 
 
 def _net(seed: int = 0) -> nn.Module:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from comet_model.metrics import (
+from comet_model.eval.metrics import (
     average_accuracy,
     average_forgetting,
     backward_transfer,

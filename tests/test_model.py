@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from comet_model.config import ExperimentConfig, preset
-from comet_model.losses import masked_mse, pooled_info_nce, weighted_total
-from comet_model.model import METHOD_LOSSES, CometModel
-from comet_model.replay import PseudoModality
+from comet_model.nn.losses import masked_mse, pooled_info_nce, weighted_total
+from comet_model.nn.model import METHOD_LOSSES, CometModel
+from comet_model.nn.replay import PseudoModality
 
 DIMS = {"video": 12, "audio": 7}
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from comet_model.moe_adapter import LinearAdapter, MoEAdapter, load_balance_loss
+from comet_model.nn.moe_adapter import LinearAdapter, MoEAdapter, load_balance_loss
 
 D, E = 8, 4
 

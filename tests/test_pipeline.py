@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-import comet_model.pipeline as pipeline
-import comet_model.train as train
-from comet_model import checkpoint as ckpt
+import comet_model.continual.pipeline as pipeline
+import comet_model.continual.train as train
+from comet_model.continual import checkpoint as ckpt
 from comet_model.config import ExperimentConfig, preset
 from comet_model.data import synthetic_benchmark
 from comet_model.data.types import Benchmark, Sequences, StageData
-from comet_model.model import METHOD_LOSSES, PSEUDO_STREAM
-from comet_model.moe_adapter import LinearAdapter, MoEAdapter
-from comet_model.pipeline import (
+from comet_model.nn.model import METHOD_LOSSES, PSEUDO_STREAM
+from comet_model.nn.moe_adapter import LinearAdapter, MoEAdapter
+from comet_model.continual.pipeline import (
     ContinualResult,
     ResumeError,
     StageReport,

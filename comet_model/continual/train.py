@@ -30,10 +30,10 @@ from torch import Tensor, nn
 
 from comet_model.config import ExperimentConfig
 from comet_model.data.types import Sequences, StageData
-from comet_model.ewc import EWCPenalty
-from comet_model.losses import weighted_total
-from comet_model.model import CometModel, PseudoSource
-from comet_model.replay import PseudoModality, PseudoModalityReplay
+from comet_model.continual.ewc import EWCPenalty
+from comet_model.nn.losses import weighted_total
+from comet_model.nn.model import CometModel, PseudoSource
+from comet_model.nn.replay import PseudoModality, PseudoModalityReplay
 
 __all__ = [
     "StageSummary",

@@ -10,7 +10,7 @@ For every modality m (created the first time m appears, kept afterwards):
 
 Modalities listed in ``cmg`` (:class:`CMGFrontEnd`, config ``model.video_frontend = "cmg"``)
 take VGG19 pool5 maps flattened to ``[B, T, g*g*C]`` and get DCID's video modules instead
-(dcid_reference 1.3-1.5, :mod:`comet_model.cmg_video`): the SE + spatial-attention front end
+(dcid_reference 1.3-1.5, :mod:`comet_model.nn.cmg_video`): the SE + spatial-attention front end
 before the temporal encoder, the convolutional specific encoder (whose pooled projection is what
 CLUB sees) and the transposed-convolution decoder.
 
@@ -26,7 +26,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from comet_model.cmg_video import CMGVideoDecoder, CMGVideoSemantic, CMGVideoSpecificEncoder
+from comet_model.nn.cmg_video import CMGVideoDecoder, CMGVideoSemantic, CMGVideoSpecificEncoder
 
 __all__ = [
     "CMGDecoder",

@@ -1,4 +1,4 @@
-"""Timing: ``python -m comet_model.bench [--section step|trial]``.
+"""Timing: ``python -m ablations.benchmarks.step [--section step|trial]``.
 
 - ``step`` (default): complete optimisation steps (forward, CLUB inner steps, losses, backward,
   clip, Adam, MM-EMA, dead-code reset) on random two-modality batches of the preset's batch size
@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from comet_model.config import PRESETS, ExperimentConfig, preset
-from comet_model.model import CometModel
-from comet_model.train import Trainer, loss_weights, train_step
+from comet_model.nn.model import CometModel
+from comet_model.continual.train import Trainer, loss_weights, train_step
 
 # input widths of a digits-world-like pair (the step time barely depends on them)
 DEFAULT_DIMS = {"video": 128, "audio": 320}
@@ -64,7 +64,7 @@ def step_times(
 
 def trial_times(cfg: ExperimentConfig) -> tuple[float, list[dict[str, Any]]]:
     """Wall seconds of one whole continual pipeline of ``cfg`` and each stage's summary."""
-    from comet_model.pipeline import build_benchmark, run_continual
+    from comet_model.continual.pipeline import build_benchmark, run_continual
 
     t0 = time.perf_counter()
     benchmark = build_benchmark(cfg)
@@ -106,7 +106,7 @@ def _trial(preset_name: str, overrides: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print step-time statistics for each requested preset, or time one whole trial."""
-    parser = argparse.ArgumentParser(prog="python -m comet_model.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ablations.benchmarks.step", description=__doc__)
     parser.add_argument("--section", choices=("step", "trial"), default="step",
                         help="step times (default) or one whole continual trial")  # fmt: skip
     parser.add_argument(

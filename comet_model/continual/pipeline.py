@@ -5,7 +5,7 @@
 1. stage s >= 2 with COMET: creates the stage's new modality modules, freezes a copy of the
    codebook as the PMR teacher V1 (replay on) and appends ``replay.k2`` codes seeded from random
    semantic tokens of THIS stage's training data; dead-code reset then only touches that block;
-2. trains the stage (:func:`comet_model.train.train_stage`) with the EWC penalty of the stages
+2. trains the stage (:func:`comet_model.continual.train.train_stage`) with the EWC penalty of the stages
    before (weight ``ewc.lam``) and, from stage 2 on, the pseudo-modality of the mediator in
    Cross-CPC (weight ``replay.beta_pmr``);
 3. with EWC: estimates the diagonal empirical Fisher (per batch) of this stage's training loss
@@ -24,7 +24,7 @@ resumes after its last completed stage and ends with exactly the metrics of an u
 a finished ``out_dir`` returns at once.
 
 Metric keys (``task/pair/metric`` for ``reports.schema.split_metric_key``): those of
-:func:`comet_model.evaluate.evaluate_downstream`, plus ``usage/codebook_size``, ``objective``,
+:func:`comet_model.eval.downstream.evaluate_downstream`, plus ``usage/codebook_size``, ``objective``,
 ``forgetting/<a><-><b>/retrieval``, ``forgetting/mean`` and ``forgetting/bwt``.
 """
 
@@ -42,14 +42,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from comet_model import checkpoint as ckpt
+from comet_model.continual import checkpoint as ckpt
 from comet_model.config import ConfigError, ExperimentConfig
 from comet_model.data.types import Benchmark, StageData
-from comet_model.ewc import EWCPenalty, estimate_fisher_diag
-from comet_model.metrics import average_forgetting, backward_transfer, forgetting
-from comet_model.model import CometModel
-from comet_model.replay import PseudoModalityReplay
-from comet_model.train import (
+from comet_model.continual.ewc import EWCPenalty, estimate_fisher_diag
+from comet_model.eval.metrics import average_forgetting, backward_transfer, forgetting
+from comet_model.nn.model import CometModel
+from comet_model.nn.replay import PseudoModalityReplay
+from comet_model.continual.train import (
     MetricsCallback,
     StageSummary,
     ewc_parameters,
@@ -188,7 +188,7 @@ def evaluate_stage(
     non-mediator modalities (all modalities when there is no mediator), retrieval for every
     unordered pair (mediator last in the name), codebook usage and size.
     """
-    from comet_model.evaluate import evaluate_downstream
+    from comet_model.eval.downstream import evaluate_downstream
 
     sets = benchmark.downstream
     out = {"usage/codebook_size": float(model.codebook_size)}

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from comet_model.config import ExperimentConfig
-from comet_model.model import PSEUDO_STREAM, CometModel
+from comet_model.nn.model import PSEUDO_STREAM, CometModel
 
 __all__ = ["FORMAT", "load", "restore_model", "restore_rng", "rng_state", "save", "snapshot"]
 

@@ -35,14 +35,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from comet_model.club import CLUB
-from comet_model.codebook import CodebookOutput, SharedCodebook
+from comet_model.nn.club import CLUB
+from comet_model.nn.codebook import CodebookOutput, SharedCodebook
 from comet_model.config import ExperimentConfig
-from comet_model.cpc import CrossCPC
-from comet_model.encoders import CMGFrontEnd, ModalityEncoders
-from comet_model.losses import masked_mse, pooled_info_nce
-from comet_model.moe_adapter import LinearAdapter, MoEAdapter
-from comet_model.replay import PseudoModality
+from comet_model.nn.cpc import CrossCPC
+from comet_model.nn.encoders import CMGFrontEnd, ModalityEncoders
+from comet_model.nn.losses import masked_mse, pooled_info_nce
+from comet_model.nn.moe_adapter import LinearAdapter, MoEAdapter
+from comet_model.nn.replay import PseudoModality
 
 __all__ = ["METHOD_LOSSES", "CometModel", "Features", "ModelOutput", "PSEUDO_STREAM"]
 

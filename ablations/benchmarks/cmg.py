@@ -1,4 +1,4 @@
-"""Time DCID's audio-video-text step and its video modules: ``python -m comet_model.cmg_bench``.
+"""Time DCID's audio-video-text step and its video modules: ``python -m ablations.benchmarks.cmg``.
 
 ``--step`` (what ablations/bench.py's ``cmg`` section prints): one full training step of our
 model at the original DCID's shapes (dcid_reference 1.1-1.2): batch 80, T = 10, video as VGG19
@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from comet_model.cmg_video import CMGVideoDecoder, CMGVideoSemantic, CMGVideoSpecificEncoder
+from comet_model.nn.cmg_video import CMGVideoDecoder, CMGVideoSemantic, CMGVideoSpecificEncoder
 from comet_model.config import ExperimentConfig, preset
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -110,8 +110,8 @@ def avt_step_times(
 ) -> list[float]:
     """Seconds of ``repeats`` full training steps (forward, CLUB inner steps, backward, clip,
     Adam, MM-EMA, dead-code reset) of DCID at the original's audio-video-text shapes."""
-    from comet_model.model import CometModel
-    from comet_model.train import Trainer, loss_weights, train_step
+    from comet_model.nn.model import CometModel
+    from comet_model.continual.train import Trainer, loss_weights, train_step
 
     cfg = avt_config(**(overrides or {}))
     torch.manual_seed(seed)
@@ -137,7 +137,7 @@ def avt_step_times(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print forward+backward timing statistics per module and dtype."""
-    parser = argparse.ArgumentParser(prog="python -m comet_model.cmg_bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ablations.benchmarks.cmg", description=__doc__)
     parser.add_argument("--batch", type=int, default=80, help="batch size B (DCID: 80)")
     parser.add_argument("--steps", type=int, default=10, help="sequence length T (DCID: 10)")
     parser.add_argument("--width", type=int, default=2048, help="specific channels (DCID: 2048)")

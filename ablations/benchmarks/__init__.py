@@ -1,0 +1,1 @@
+"""The benchmark sections behind ``python ablations/bench.py`` (one module per section)."""

@@ -1,0 +1,1 @@
+"""The continual pipeline: the training loop, codebook expansion, EWC consolidation, checkpoints."""

@@ -1,0 +1,1 @@
+"""Downstream evaluations of a frozen model and the continual-learning metrics."""
