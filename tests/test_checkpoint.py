@@ -11,6 +11,7 @@ from comet_model.continual import checkpoint
 from comet_model.config import ExperimentConfig, preset
 from comet_model.data import synthetic_benchmark
 from comet_model.nn.model import CometModel
+from comet_model.continual.stage import prepare_stage
 from comet_model.continual.train import Trainer, train_stage
 
 TINY = {
@@ -32,7 +33,8 @@ def test_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
     full = CometModel.from_config(cfg)
     full_rows: list[dict] = []
     gen = torch.Generator().manual_seed(cfg.seed)
-    train_stage(full, stage, cfg, generator=gen, on_metrics=full_rows.append)
+    train_stage(full, prepare_stage(full, stage, cfg, generator=gen), cfg, generator=gen,
+                on_metrics=full_rows.append)  # fmt: skip
 
     torch.manual_seed(cfg.seed)
     first = CometModel.from_config(cfg)
@@ -43,7 +45,8 @@ def test_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
         state = checkpoint.snapshot(first, cfg, trainer=trainer, generator=gen, epoch=epoch + 1)
         checkpoint.save(path, state)
 
-    train_stage(first, stage, cfg, generator=gen, stop_epoch=1, on_epoch_end=save)
+    inputs = prepare_stage(first, stage, cfg, generator=gen)
+    train_stage(first, inputs, cfg, generator=gen, stop_epoch=1, on_epoch_end=save)
     torch.manual_seed(12345)  # scramble the global RNG: the checkpoint must restore it
 
     state = checkpoint.load(path)
@@ -51,7 +54,8 @@ def test_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
     gen2 = torch.Generator()
     checkpoint.restore_rng(state["rng"], gen2)
     rows: list[dict] = []
-    train_stage(resumed, stage, ExperimentConfig.from_flat(state["config"]), generator=gen2,
+    cfg2 = ExperimentConfig.from_flat(state["config"])
+    train_stage(resumed, prepare_stage(resumed, stage, cfg2, generator=gen2), cfg2, generator=gen2,
                 start_epoch=state["epoch"], optimizer_state=state["trainer"],
                 on_metrics=rows.append)  # fmt: skip
 

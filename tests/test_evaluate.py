@@ -9,18 +9,15 @@ import torch
 from torch import Tensor, nn
 
 from comet_model.data.types import DownstreamSets, Sequences
-from comet_model.eval.downstream import (
+from comet_model.eval.downstream import evaluate_downstream
+from comet_model.eval.heads import (
     clip_labels,
-    codebook_usage,
     cross_modal_classification,
-    evaluate_downstream,
     f1_from_predictions,
     localisation_f1,
-    ranks_from_similarity,
-    retrieval_both,
-    retrieval_recall,
-    usage_matrix,
 )
+from comet_model.eval.retrieval import ranks_from_similarity, retrieval_both, retrieval_recall
+from comet_model.eval.usage import codebook_usage, usage_matrix
 
 BG, C, D = 10, 11, 16  # background class, classes incl. background, code dim
 HEAD = {"epochs": 30, "lr": 3e-2, "batch_size": 64}

@@ -7,7 +7,8 @@ import io
 import pytest
 import torch
 
-from comet_model.nn.replay import PseudoModalityReplay, squared_distances
+from comet_model.nn.codebook import squared_distances
+from comet_model.nn.replay import PseudoModalityReplay
 
 D, K1, K2 = 6, 5, 3
 

@@ -9,6 +9,7 @@ from comet_model.config import ExperimentConfig, preset
 from comet_model.data import synthetic_benchmark
 from comet_model.data.types import StageData
 from comet_model.nn.model import CometModel
+from comet_model.continual.stage import prepare_stage
 from comet_model.continual.train import Trainer, loss_weights, train_stage, train_step
 
 TINY = {
@@ -31,7 +32,8 @@ def _run(cfg: ExperimentConfig, stage: StageData, **kw: object) -> tuple[CometMo
     model = CometModel.from_config(cfg)
     rows: list[dict] = []
     gen = torch.Generator().manual_seed(cfg.seed)
-    train_stage(model, stage, cfg, generator=gen, on_metrics=rows.append, **kw)  # type: ignore[arg-type]
+    inputs = prepare_stage(model, stage, cfg, generator=gen)
+    train_stage(model, inputs, cfg, generator=gen, on_metrics=rows.append, **kw)  # type: ignore[arg-type]
     return model, rows
 
 
@@ -108,7 +110,8 @@ def test_frozen_groups_do_not_move() -> None:
     frozen = [p.detach().clone() for p in model.param_groups()[f"semantic.{first}"]]
     other = [p.detach().clone() for p in model.param_groups()[f"decoder.{first}"]]
     gen = torch.Generator().manual_seed(0)
-    train_stage(model, stage, cfg, generator=gen, frozen=(f"semantic.{first}",))
+    inputs = prepare_stage(model, stage, cfg, generator=gen, frozen=(f"semantic.{first}",))
+    train_stage(model, inputs, cfg, generator=gen)
     groups = model.param_groups()
     assert all(map(torch.equal, frozen, groups[f"semantic.{first}"]))
     assert not all(map(torch.equal, other, groups[f"decoder.{first}"]))
@@ -125,7 +128,10 @@ def test_dead_codes_are_reset_and_ema_moves_codes() -> None:
         model, _ = _run(cfg, stage, stop_epoch=0)  # seeded, not trained
         model.codebook.embed[0] = 1e3  # an unreachable (dead) code
         seeded = model.codebook.embed.clone()
-        summary = train_stage(model, stage, cfg, generator=torch.Generator().manual_seed(0))
+        gen = torch.Generator().manual_seed(0)
+        summary = train_stage(
+            model, prepare_stage(model, stage, cfg, generator=gen), cfg, generator=gen
+        )
         assert summary.steps > threshold + 1
         moved = ~torch.isclose(seeded, model.codebook.embed).all(1)
         assert moved[1:].any()  # MM-EMA moved used codes

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from comet_model._util import atomic_write
 from comet_model.config import ExperimentConfig
 from comet_model.nn.model import PSEUDO_STREAM, CometModel
 
@@ -100,19 +101,7 @@ def snapshot(
 
 def save(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
     """Write ``state`` atomically to ``path`` (parent folders are created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(dict(state), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda fh: torch.save(dict(state), fh))
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -123,9 +112,10 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
     return state
 
 
-def restore_model(state: Mapping[str, Any]) -> CometModel:
-    """A fresh model with the checkpoint's config, modalities, streams and weights."""
-    cfg = ExperimentConfig.from_flat(state["config"])
+def restore_model(state: Mapping[str, Any], cfg: ExperimentConfig | None = None) -> CometModel:
+    """A fresh model with the checkpoint's modalities, streams and weights, built from ``cfg``
+    (default: the checkpoint's own config)."""
+    cfg = ExperimentConfig.from_flat(state["config"]) if cfg is None else cfg
     model = CometModel.from_config(cfg, {m: int(d) for m, d in state["modalities"]})
     if state["pseudo_stream"]:
         model.add_pseudo_stream_()

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from comet_model._util import ResizingBuffers
+from comet_model.config import EWCConfig  # constructor defaults = config defaults
 
 __all__ = ["EWCPenalty", "estimate_fisher_diag"]
 
@@ -92,8 +94,10 @@ def _decode(key: str) -> str:
     return re.sub(r"%2E|%25", lambda m: "." if m.group(0) == "%2E" else "%", key)
 
 
-class _TensorStore(nn.Module):
+class _TensorStore(ResizingBuffers):
     """Buffers keyed by (escaped) parameter names, created dynamically, also when loading."""
+
+    dynamic_buffers = True  # loading means "become the saved store"
 
     def names(self) -> list[str]:
         return [_decode(k) for k in self._buffers]
@@ -108,35 +112,6 @@ class _TensorStore(nn.Module):
         else:
             self.register_buffer(key, value)
 
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        # Loading means "become the saved store": create (or reshape) a buffer for every saved
-        # tensor and drop buffers the saved store does not have, so a fresh module can load.
-        saved = {
-            k[len(prefix) :]: v
-            for k, v in state_dict.items()
-            if k.startswith(prefix) and "." not in k[len(prefix) :] and torch.is_tensor(v)
-        }
-        for key in list(self._buffers):
-            if key not in saved:
-                del self._buffers[key]
-        device = next(iter(self._buffers.values())).device if self._buffers else None
-        for key, value in saved.items():
-            cur = self._buffers.get(key)
-            if cur is None or cur.shape != value.shape:
-                self._buffers[key] = torch.empty_like(value, device=device or value.device)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
-
 
 class EWCPenalty(nn.Module):
     """EWC penalty of paper Eq. 6 without lambda: ``0.5 * sum_i F_i (theta_i - theta*_i)^2``.
@@ -147,7 +122,13 @@ class EWCPenalty(nn.Module):
         gamma: online accumulation ``F <- gamma * F + F_new`` at every consolidation.
     """
 
-    def __init__(self, *, adaptive: bool = True, gamma: float = 1.0, eps: float = 1e-12) -> None:
+    def __init__(
+        self,
+        *,
+        adaptive: bool = EWCConfig.adaptive,
+        gamma: float = EWCConfig.gamma,
+        eps: float = 1e-12,
+    ) -> None:
         super().__init__()
         self.adaptive = adaptive
         self.gamma = gamma

@@ -4,37 +4,39 @@
 
 1. stage s >= 2 with COMET: creates the stage's new modality modules, freezes a copy of the
    codebook as the PMR teacher V1 (replay on) and appends ``replay.k2`` codes seeded from random
-   semantic tokens of THIS stage's training data; dead-code reset then only touches that block;
-2. trains the stage (:func:`comet_model.continual.train.train_stage`) with the EWC penalty of the stages
-   before (weight ``ewc.lam``) and, from stage 2 on, the pseudo-modality of the mediator in
-   Cross-CPC (weight ``replay.beta_pmr``);
+   semantic tokens of THIS stage's training data (:mod:`comet_model.continual.expansion`);
+2. trains the stage (:func:`comet_model.continual.train.train_stage`, prepared by
+   :func:`comet_model.continual.stage.prepare_stage`) with the EWC penalty of the stages before
+   (weight ``ewc.lam``) and, from stage 2 on, the pseudo-modality of the mediator in Cross-CPC
+   (weight ``replay.beta_pmr``);
 3. with EWC: estimates the diagonal empirical Fisher (per batch) of this stage's training loss
    on ``ewc.fisher_batches`` random batches of this stage's data and consolidates (paper Eq. 6)
-   the adapter's common layers, router and the specific layers of the modalities so far, plus
-   (``ewc.mediator``, our extension, default on) the mediator's semantic encoder;
-4. evaluates the modalities seen so far (see :func:`evaluate_stage`), adds the objective, the
-   forgetting and BWT rows (:func:`continual_metrics`);
+   the adapter's common layers, router and the specific layers of the modalities so far, plus,
+   with ``ewc.mediator`` (our extension), the mediator's semantic encoder
+   (:mod:`comet_model.continual.consolidation`);
+4. evaluates the modalities seen so far (:func:`comet_model.eval.downstream.evaluate_stage`) and
+   adds the objective, the forgetting and BWT rows (:func:`comet_model.eval.metrics.
+   continual_metrics`);
 5. writes ``out_dir/checkpoint.pt`` atomically (model with its dynamically created modules and
    grown codebook, EWC state, replay teacher, every RNG state, the completed stage count and
    every completed stage's metrics) and then calls ``on_stage_end``.
 
 A stage only ever receives its own :class:`StageData` (training, Fisher, K2 seeding); the
 downstream sets are used for evaluation only. Started again with the same ``out_dir``, a run
-resumes after its last completed stage and ends with exactly the metrics of an uninterrupted run;
-a finished ``out_dir`` returns at once.
+resumes after its last completed stage and ends with exactly the metrics of an uninterrupted run
+(:mod:`comet_model.continual.resume`); a finished ``out_dir`` returns at once.
 
-Metric keys (``task/pair/metric`` for ``reports.schema.split_metric_key``): those of
-:func:`comet_model.eval.downstream.evaluate_downstream`, plus ``usage/codebook_size``, ``objective``,
+Metric keys (``task/pair/metric``): those of :func:`comet_model.eval.downstream.
+evaluate_downstream`, plus ``usage/codebook_size``, ``objective``,
 ``forgetting/<a><-><b>/retrieval``, ``forgetting/mean`` and ``forgetting/bwt``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,22 +44,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from comet_model.continual import checkpoint as ckpt
 from comet_model.config import ConfigError, ExperimentConfig
+from comet_model.continual import checkpoint as ckpt
+from comet_model.continual.consolidation import consolidate
+from comet_model.continual.ewc import EWCPenalty
+from comet_model.continual.expansion import expand_codebook
+from comet_model.continual.resume import (
+    CHECKPOINT,
+    ResumeError,
+    check_resume,
+    completed_stages,
+    saved_stages,
+)
+from comet_model.continual.stage import prepare_stage
+from comet_model.continual.train import MetricsCallback, train_stage
 from comet_model.data.types import Benchmark, StageData
-from comet_model.continual.ewc import EWCPenalty, estimate_fisher_diag
-from comet_model.eval.metrics import average_forgetting, backward_transfer, forgetting
+from comet_model.eval.downstream import evaluate_stage
+from comet_model.eval.metrics import continual_metrics
 from comet_model.nn.model import CometModel
 from comet_model.nn.replay import PseudoModalityReplay
-from comet_model.continual.train import (
-    MetricsCallback,
-    StageSummary,
-    ewc_parameters,
-    fisher_loss_batches,
-    make_pseudo_source,
-    sample_semantic_tokens,
-    train_stage,
-)
 
 __all__ = [
     "CHECKPOINT",
@@ -67,21 +72,13 @@ __all__ = [
     "build_benchmark",
     "completed_stages",
     "continual_metrics",
-    "evaluate_stage",
-    "pair_name",
     "run_continual",
     "seed_everything",
 ]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"  # file name inside out_dir
-_RESUME_FREE = ("data.stages", "train.threads")  # config keys a resumed run may change
-_CLS_TASKS = (("ave", "acc"), ("avvp", "f1"), ("ave_avvp", "f1"))  # the objective's head metrics
-
-
-class ResumeError(ValueError):
-    """``out_dir`` holds a checkpoint that this run cannot continue (other config or stages)."""
+_DERIVED = ("forgetting/", "objective")  # recomputed from the plain evaluations on resume
 
 
 @dataclass
@@ -152,239 +149,143 @@ def _check_cmg_widths(cfg: ExperimentConfig, stages: Sequence[StageData]) -> Non
                 )
 
 
-def completed_stages(out_dir: str | Path) -> int:
-    """Number of stages completed in ``out_dir`` (0 without a readable checkpoint)."""
-    path = Path(out_dir) / CHECKPOINT
-    if not path.exists():
-        return 0
-    try:
-        return int(ckpt.load(path)["stage"])
-    except (ValueError, OSError, RuntimeError, KeyError):
-        return 0
-
-
-def pair_name(a: str, b: str) -> str:
-    """Unordered pair key ``"a<->b"``."""
-    return f"{a}<->{b}"
-
-
-def _ordered(mods: Sequence[str], mediator: str | None) -> list[str]:
-    """Modalities in order of first appearance with the mediator last (pair naming order)."""
-    return [m for m in mods if m != mediator] + [m for m in mods if m == mediator]
-
-
-def evaluate_stage(
-    model: CometModel,
-    benchmark: Benchmark,
-    cfg: ExperimentConfig,
-    seen: Sequence[str],
-    mediator: str | None,
-    *,
-    generator: torch.Generator,
-) -> dict[str, float]:
-    """Downstream metrics of the modalities ``seen`` so far that the downstream sets have.
-
-    Classification and localisation (ave, avvp, ave_avvp) for the ordered pairs among the
-    non-mediator modalities (all modalities when there is no mediator), retrieval for every
-    unordered pair (mediator last in the name), codebook usage and size.
-    """
-    from comet_model.eval.downstream import evaluate_downstream
-
-    sets = benchmark.downstream
-    out = {"usage/codebook_size": float(model.codebook_size)}
-    if sets is None:
-        return out
-    names = ("ave_train", "ave_test", "avvp_train", "avvp_test", "retrieval")
-    avail = [m for m in seen if all(m in getattr(sets, s).features for s in names)]
-    avail = _ordered(avail, mediator)
-    if len(avail) < 2:
-        return out
-    heads = [m for m in avail if m != mediator]
-    pairs = [(a, b) for a in heads for b in heads if a != b]
-    rpairs = [(a, b) for i, a in enumerate(avail) for b in avail[i + 1 :]]
-    metrics = evaluate_downstream(
-        model, sets, modalities=avail, pairs=pairs, retrieval_pairs=rpairs,
-        num_classes=benchmark.num_classes, background_class=benchmark.background_class,
-        head_epochs=cfg.eval.epochs, head_lr=cfg.eval.lr, head_batch=cfg.eval.batch_size,
-        generator=generator,
-    )  # fmt: skip
-    return metrics | out
-
-
-def _trained_pairs(stage_mods: Sequence[Sequence[str]]) -> set[frozenset[str]]:
-    return {frozenset((a, b)) for mods in stage_mods for a in mods for b in mods if a != b}
-
-
-def continual_metrics(
-    history: Sequence[Mapping[str, float]], stage_mods: Sequence[Sequence[str]]
-) -> dict[str, float]:
-    """Objective, forgetting and BWT after the last stage of ``history``.
-
-    Args:
-        history: the evaluation metrics after each completed stage (last = current).
-        stage_mods: the modalities of those stages (same length).
-
-    ``objective``: mean of the unseen-pair values (pairs never trained together in any stage
-    so far): the ave acc, avvp f1 and ave_avvp f1 in both directions and the retrieval mean of
-    every unseen pair; NaN if there is none. ``forgetting/<pair>/retrieval``: for each pair
-    trained in an earlier stage, the best earlier retrieval mean minus the current one
-    (positive = forgot); ``forgetting/mean`` their mean; ``forgetting/bwt``: backward transfer
-    over the stages' pairs (negative = forgot). Forgetting keys appear from stage 2 on.
-    """
-    if len(history) != len(stage_mods) or not history:
-        raise ValueError("history and stage_mods need one entry per completed stage")
-    current = history[-1]
-    trained = _trained_pairs(stage_mods)
-    values: list[float] = []
-    for key, value in current.items():
-        parts = key.split("/")
-        if len(parts) != 3 or not math.isfinite(value):
-            continue
-        task, pair, metric = parts
-        if task == "retrieval" and metric == "mean" and "<->" in pair:
-            a, b = pair.split("<->")
-        elif (task, metric) in _CLS_TASKS and "->" in pair:
-            a, b = pair.split("->")
-        else:
-            continue
-        if frozenset((a, b)) not in trained:
-            values.append(value)
-    out = {"objective": float(np.mean(values)) if values else math.nan}
-    t = len(history) - 1
-    if t == 0:
-        return out
-    # columns: each stage's pairs (by their recorded retrieval name), in order of first training
-    columns: list[tuple[str, int]] = []
-    for k, mods in enumerate(stage_mods):
-        for key in history[k]:
-            parts = key.split("/")
-            if parts[0] != "retrieval" or parts[-1] != "mean" or len(parts) != 3:
-                continue
-            if set(parts[1].split("<->")) <= set(mods) and parts[1] not in dict(columns):
-                columns.append((parts[1], k))
-    if not columns:
-        return out
-    acc = np.full((t + 1, len(columns)), np.nan)  # acc[stage, pair], NaN before its stage
-    for j, (pair, first) in enumerate(columns):
-        for s in range(first, t + 1):
-            acc[s, j] = history[s].get(f"retrieval/{pair}/mean", math.nan)
-    fg = forgetting(acc)
-    for j, (pair, first) in enumerate(columns):
-        if first < t and math.isfinite(fg[j]):
-            out[f"forgetting/{pair}/retrieval"] = float(fg[j])
-    out["forgetting/mean"] = average_forgetting(acc)
-    by_stage = np.full((t + 1, t + 1), np.nan)  # column k = mean over the pairs of stage k
-    for k in range(t + 1):
-        cols = [j for j, (_, first) in enumerate(columns) if first == k]
-        for s in range(t + 1):
-            vals = acc[s, cols]
-            vals = vals[np.isfinite(vals)]
-            if vals.size:
-                by_stage[s, k] = vals.mean()
-    out["forgetting/bwt"] = backward_transfer(by_stage)
-    return out
-
-
-def _begin_stage(
-    model: CometModel,
-    stage: StageData,
-    cfg: ExperimentConfig,
-    replay: PseudoModalityReplay | None,
-    generator: torch.Generator,
-) -> None:
-    """Stage s >= 2 with COMET: teacher V1 (replay on) and K2 new codes from this stage's data."""
-    for m in stage.modalities:  # the new modality's encoder must exist to give tokens
-        model.add_modality_(m, stage.train.dim(m))
-    if replay is not None:
-        replay.set_teacher_(model.codebook.teacher())
-    k2 = cfg.replay.k2
-    init = model.codebook.embed.new_zeros(0, model.codebook.dim)
-    if k2 > 0:
-        tokens = sample_semantic_tokens(model, stage, generator)  # [N, D]
-        n = tokens.shape[0]
-        rows = (
-            torch.randperm(n, generator=generator)[:k2]
-            if n >= k2
-            else torch.randint(n, (k2,), generator=generator)
-        )
-        init = tokens[rows.to(tokens.device)]
-    # appending (even nothing) moves reset_start to the old size: old codes are never re-seeded
-    model.codebook.append_codes_(init)
-
-
-def _consolidate(
-    model: CometModel,
-    stage: StageData,
-    cfg: ExperimentConfig,
-    ewc: EWCPenalty,
-    replay: PseudoModalityReplay | None,
-    generator: torch.Generator,
-    label: str,
-) -> None:
-    """EWC at the end of a stage: per-batch empirical Fisher of the stage's training loss."""
-    pseudo = None
-    if replay is not None and replay.has_teacher and stage.mediator in stage.modalities:
-        pseudo = make_pseudo_source(model, replay, stage.mediator)
-    params = ewc_parameters(model, cfg, stage.mediator)
-    if not params:
-        return
-    was_training = model.training
-    model.eval()  # no dropout: the Fisher of the deterministic network
-    try:
-        batches = fisher_loss_batches(model, stage, cfg, generator=generator, pseudo=pseudo)
-        # cuDNN refuses the LSTM backward in eval mode; the native kernels do not
-        with torch.backends.cudnn.flags(enabled=False):
-            fisher = estimate_fisher_diag(params, batches, per_sample=False)
-    finally:
-        model.train(was_training)
-    bad = [n for n, f in fisher.items() if not bool(torch.isfinite(f).all())]
-    if bad:
-        raise FloatingPointError(f"{label}, EWC Fisher: loss gradient of {bad[0]} is not finite")
-    ewc.consolidate_(params, fisher)
-
-
 def _eval_generator(seed: int, index: int) -> torch.Generator:
     # stage 1 uses seed + 1, as the single-stage runs before the continual pipeline did
     return torch.Generator().manual_seed(seed + 1 + 7919 * index)
 
 
-def _check_resume(state: Mapping[str, Any], cfg: ExperimentConfig, names: Sequence[str]) -> None:
-    saved = dict(state["config"])
-    now = cfg.to_flat()
+@dataclass
+class _Run:
+    """The state one call of :func:`run_continual` carries from stage to stage."""
 
-    def norm(v: Any) -> Any:
-        return list(v) if isinstance(v, (tuple, list)) else v
+    cfg: ExperimentConfig
+    benchmark: Benchmark
+    names: list[str]
+    path: Path | None
+    model: CometModel
+    generator: torch.Generator
+    ewc: EWCPenalty | None
+    replay: PseudoModalityReplay | None
+    reports: list[StageReport]
+    evals: list[dict[str, float]] = field(default_factory=list)  # plain evaluations per stage
+    seen: list[str] = field(default_factory=list)  # modalities in order of first appearance
 
-    keys = (set(saved) | set(now)) - set(_RESUME_FREE)
-    diff = sorted(k for k in keys if norm(saved.get(k)) != norm(now.get(k)))
-    if diff:
-        raise ResumeError(
-            f"checkpoint config differs in {diff[0]!r} ({saved.get(diff[0])!r} saved, "
-            f"{now.get(diff[0])!r} now): use another out_dir"
-        )
-    done_names = list(state["extra"]["stage_names"])[: int(state["stage"])]
-    if list(names[: len(done_names)]) != done_names:
-        raise ResumeError(
-            f"checkpoint stages {done_names} are not a prefix of this run's {list(names)}"
-        )
-
-
-def _restore(state: Mapping[str, Any], cfg: ExperimentConfig, device: torch.device) -> CometModel:
-    model = CometModel.from_config(cfg, {m: int(d) for m, d in state["modalities"]})
-    if state["pseudo_stream"]:
-        model.add_pseudo_stream_()
-    model.load_state_dict(state["model"])
-    return model.to(device)
+    def see(self, stage: StageData) -> None:
+        self.seen += [m for m in stage.modalities if m not in self.seen]
 
 
-def _reports(state: Mapping[str, Any], path: Path) -> list[StageReport]:
-    extra = state["extra"]
-    return [
-        StageReport(i + 1, name, dict(m), path, dict(s))
-        for i, (name, m, s) in enumerate(
-            zip(extra["stage_names"], extra["metrics"], extra["summaries"], strict=False)
-        )
-    ][: int(state["stage"])]
+def _start(
+    cfg: ExperimentConfig,
+    benchmark: Benchmark,
+    names: list[str],
+    path: Path | None,
+    state: dict[str, Any] | None,
+    device: torch.device,
+) -> _Run:
+    """Seed, build (or restore from ``state``) the model, EWC and PMR modules."""
+    generator = seed_everything(cfg.seed)
+    ewc = replay = None
+    if cfg.comet and cfg.ewc.enabled:
+        ewc = EWCPenalty(adaptive=cfg.ewc.adaptive, gamma=cfg.ewc.gamma)
+    if cfg.comet and cfg.replay.enabled:
+        replay = PseudoModalityReplay(w_k2=cfg.replay.w_k2, tau=cfg.replay.tau)
+    if state is None:
+        run = _Run(cfg, benchmark, names, path, CometModel.from_config(cfg).to(device),
+                   generator, ewc, replay, [])  # fmt: skip
+    else:
+        model = ckpt.restore_model(state, cfg).to(device)
+        if ewc is not None and state["ewc"] is not None:
+            ewc.load_state_dict(state["ewc"])
+        if replay is not None and state["replay"] is not None:
+            replay.load_state_dict(state["replay"])
+        ckpt.restore_rng(state["rng"], generator)
+        reports = [
+            StageReport(i + 1, n, m, path, s) for i, (n, m, s) in enumerate(saved_stages(state))
+        ]
+        run = _Run(cfg, benchmark, names, path, model, generator, ewc, replay, reports)
+        run.evals = [{k: v for k, v in r.metrics.items() if not k.startswith(_DERIVED)}
+                     for r in reports]  # fmt: skip
+        for s in benchmark.stages[: len(reports)]:
+            run.see(s)
+    for module in (ewc, replay):
+        if module is not None:
+            module.to(device)
+    return run
+
+
+def _train(run: _Run, i: int, on_metrics: MetricsCallback | None) -> tuple[dict, dict]:
+    """Expand, train, consolidate and evaluate stage ``i``; its metrics and training summary."""
+    cfg, model, stage, index = run.cfg, run.model, run.benchmark.stages[i], i + 1
+    label = f"stage {index} ({stage.name})"
+    times: dict[str, float] = {}
+    tick = time.perf_counter()
+    replay = run.replay
+    if replay is not None and stage.mediator not in stage.modalities:
+        log.warning("%s: no mediator shared by the stages, no pseudo-modality replay", label)
+        replay = None
+    if i > 0 and cfg.comet:
+        expand_codebook(model, stage, cfg, replay, run.generator)
+    times["setup_s"] = time.perf_counter() - tick
+
+    def report_row(row: dict[str, Any]) -> None:
+        if on_metrics is not None:
+            on_metrics({"kind": "train", **row})
+
+    tick = time.perf_counter()
+    inputs = prepare_stage(
+        model, stage, cfg, generator=run.generator, ewc=run.ewc,
+        replay=replay if i > 0 else None, frozen=cfg.train.frozen if i > 0 else (), index=index,
+    )  # fmt: skip
+    summary = train_stage(model, inputs, cfg, generator=run.generator, on_metrics=report_row)
+    times["train_s"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    if run.ewc is not None:
+        consolidate(model, stage, cfg, run.ewc, replay if i > 0 else None, run.generator, label)
+    times["fisher_s"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    run.see(stage)
+    gen = _eval_generator(cfg.seed, i)
+    metrics = evaluate_stage(model, run.benchmark, cfg, run.seen, stage.mediator, generator=gen)
+    run.evals.append(metrics)
+    metrics = metrics | continual_metrics(
+        run.evals, [s.modalities for s in run.benchmark.stages[: i + 1]]
+    )
+    times["eval_s"] = time.perf_counter() - tick
+    if on_metrics is not None:
+        on_metrics({"kind": "eval", "stage": stage.name, "stage_index": index, **metrics})
+    info = {
+        "stage": stage.name, "epochs": summary.epochs, "steps": summary.steps,
+        "codes_reset": summary.codes_reset, "losses": dict(summary.losses),
+        "codebook_size": model.codebook_size, **times,
+    }  # fmt: skip
+    return metrics, info
+
+
+def _finish(
+    run: _Run,
+    i: int,
+    metrics: dict[str, float],
+    info: dict[str, Any],
+    on_stage_end: Callable[[StageReport], None] | None,
+) -> None:
+    """Checkpoint stage ``i`` and hand its report to ``on_stage_end`` (RNG states kept)."""
+    report = StageReport(i + 1, run.benchmark.stages[i].name, dict(metrics), None, info)
+    snap = None
+    if run.path is not None:
+        extra = {
+            "stage_names": run.names,
+            "metrics": [r.metrics for r in run.reports] + [report.metrics],
+            "summaries": [r.summary for r in run.reports] + [info],
+        }
+        snap = ckpt.snapshot(run.model, run.cfg, generator=run.generator, stage=i + 1,
+                             ewc=run.ewc, replay=run.replay, extra=extra)  # fmt: skip
+        report.checkpoint = ckpt.save(run.path, snap)
+    run.reports.append(report)
+    if on_stage_end is not None:
+        rng = snap["rng"] if snap is not None else ckpt.rng_state(run.generator)
+        on_stage_end(report)
+        ckpt.restore_rng(rng, run.generator)
 
 
 def run_continual(
@@ -427,105 +328,21 @@ def run_continual(
     done = 0
     if state is not None:
         assert path is not None
-        _check_resume(state, cfg, names)
+        check_resume(state, cfg, names)
         done = int(state["stage"])
         if done >= len(names):  # finished: nothing to train
-            model = _restore(state, cfg, dev)
-            return ContinualResult(model, _reports(state, path), time.perf_counter() - t0, done)
+            reports = [StageReport(i + 1, n, m, path, s)
+                       for i, (n, m, s) in enumerate(saved_stages(state))]  # fmt: skip
+            model = ckpt.restore_model(state, cfg).to(dev)
+            return ContinualResult(model, reports, time.perf_counter() - t0, done)
     benchmark = build_benchmark(cfg) if benchmark is None else benchmark
-    stages = benchmark.stages
-    if [s.name for s in stages] != names:
-        raise ValueError(f"benchmark stages {[s.name for s in stages]} differ from {names}")
-    _check_cmg_widths(cfg, stages)
-
-    generator = seed_everything(cfg.seed)
-    ewc = replay = None
-    if cfg.comet and cfg.ewc.enabled:
-        ewc = EWCPenalty(adaptive=cfg.ewc.adaptive, gamma=cfg.ewc.gamma)
-    if cfg.comet and cfg.replay.enabled:
-        replay = PseudoModalityReplay(w_k2=cfg.replay.w_k2, tau=cfg.replay.tau)
-    reports: list[StageReport] = []
-    if state is None:
-        model = CometModel.from_config(cfg).to(dev)
-    else:
-        assert path is not None
-        model = _restore(state, cfg, dev)
-        if ewc is not None and state["ewc"] is not None:
-            ewc.load_state_dict(state["ewc"])
-        if replay is not None and state["replay"] is not None:
-            replay.load_state_dict(state["replay"])
-        ckpt.restore_rng(state["rng"], generator)
-        reports = _reports(state, path)
-    for module in (ewc, replay):
-        if module is not None:
-            module.to(dev)
-
-    derived = ("forgetting/", "objective")  # recomputed from the plain evaluations
-    evals = [{k: v for k, v in r.metrics.items() if not k.startswith(derived)} for r in reports]
-    seen: list[str] = []
-    for s in stages[:done]:
-        seen += [m for m in s.modalities if m not in seen]
-
-    for i in range(done, len(stages)):
-        stage, index = stages[i], i + 1
-        label = f"stage {index} ({stage.name})"
-        times: dict[str, float] = {}
-        tick = time.perf_counter()
-        use_replay = replay
-        if replay is not None and stage.mediator not in stage.modalities:
-            log.warning("%s: no mediator shared by the stages, no pseudo-modality replay", label)
-            use_replay = None
-        if i > 0 and cfg.comet:
-            _begin_stage(model, stage, cfg, use_replay, generator)
-        times["setup_s"] = time.perf_counter() - tick
-
-        def report_row(row: dict[str, Any]) -> None:
-            if on_metrics is not None:
-                on_metrics({"kind": "train", **row})
-
-        tick = time.perf_counter()
-        summary: StageSummary = train_stage(
-            model, stage, cfg, generator=generator, on_metrics=report_row, ewc=ewc,
-            replay=use_replay if i > 0 else None, frozen=cfg.train.frozen if i > 0 else (),
-            index=index,
-        )  # fmt: skip
-        times["train_s"] = time.perf_counter() - tick
-        tick = time.perf_counter()
-        if ewc is not None:
-            _consolidate(model, stage, cfg, ewc, use_replay if i > 0 else None, generator, label)
-        times["fisher_s"] = time.perf_counter() - tick
-
-        tick = time.perf_counter()
-        seen += [m for m in stage.modalities if m not in seen]
-        metrics = evaluate_stage(
-            model, benchmark, cfg, seen, stage.mediator, generator=_eval_generator(cfg.seed, i)
+    if [s.name for s in benchmark.stages] != names:
+        raise ValueError(
+            f"benchmark stages {[s.name for s in benchmark.stages]} differ from {names}"
         )
-        evals.append(metrics)
-        metrics = metrics | continual_metrics(evals, [s.modalities for s in stages[: i + 1]])
-        times["eval_s"] = time.perf_counter() - tick
-        if on_metrics is not None:
-            on_metrics({"kind": "eval", "stage": stage.name, "stage_index": index, **metrics})
-
-        info = {
-            "stage": stage.name, "epochs": summary.epochs, "steps": summary.steps,
-            "codes_reset": summary.codes_reset, "losses": dict(summary.losses),
-            "codebook_size": model.codebook_size, **times,
-        }  # fmt: skip
-        report = StageReport(index, stage.name, dict(metrics), None, info)
-        snap = None
-        if path is not None:
-            extra = {
-                "stage_names": names,
-                "metrics": [r.metrics for r in reports] + [report.metrics],
-                "summaries": [r.summary for r in reports] + [info],
-            }
-            snap = ckpt.snapshot(
-                model, cfg, generator=generator, stage=index, ewc=ewc, replay=replay, extra=extra
-            )
-            report.checkpoint = ckpt.save(path, snap)
-        reports.append(report)
-        if on_stage_end is not None:
-            rng = snap["rng"] if snap is not None else ckpt.rng_state(generator)
-            on_stage_end(report)
-            ckpt.restore_rng(rng, generator)
-    return ContinualResult(model, reports, time.perf_counter() - t0, done)
+    _check_cmg_widths(cfg, benchmark.stages)
+    run = _start(cfg, benchmark, names, path, state, dev)
+    for i in range(done, len(benchmark.stages)):
+        metrics, info = _train(run, i, on_metrics)
+        _finish(run, i, metrics, info, on_stage_end)
+    return ContinualResult(run.model, run.reports, time.perf_counter() - t0, done)

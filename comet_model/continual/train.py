@@ -10,40 +10,35 @@ reset, AFTER backward (an in-place EMA before backward breaks autograd of CMCM, 
 Losses are accumulated as detached tensors and reported once per epoch through ``on_metrics``
 (``{"stage", "epoch", "step", "seconds", "loss/<name>", "loss/total", ...}``): no per-step host
 sync apart from the dead-code counter. A non-finite epoch loss raises ``FloatingPointError``
-naming the stage and the epoch.
-
-Also here, because they run a stage's data through the model: :func:`sample_semantic_tokens`
-(seeding codes from data), :func:`make_pseudo_source` (the PMR stream of a stage) and
-:func:`fisher_loss_batches` (the stage's training loss on random batches, for EWC's Fisher).
+naming the stage and the epoch. What a stage trains with (new modules, the PMR stream, the EWC
+parameters) is set up beforehand by :func:`comet_model.continual.stage.prepare_stage`.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from comet_model.config import ExperimentConfig
-from comet_model.data.types import Sequences, StageData
+from comet_model.continual.batches import batch_rows, valid_tokens
 from comet_model.continual.ewc import EWCPenalty
 from comet_model.nn.losses import weighted_total
 from comet_model.nn.model import CometModel, PseudoSource
-from comet_model.nn.replay import PseudoModality, PseudoModalityReplay
+
+if TYPE_CHECKING:
+    from comet_model.continual.stage import StageInputs
 
 __all__ = [
+    "MetricsCallback",
     "StageSummary",
     "Trainer",
-    "ewc_parameters",
-    "fisher_loss_batches",
     "loss_weights",
-    "make_pseudo_source",
-    "sample_semantic_tokens",
-    "seed_codebook_from_data",
     "train_stage",
     "train_step",
 ]
@@ -124,102 +119,6 @@ def _matches(group: str, pattern: str) -> bool:
     return group == pattern or group.startswith(pattern + ".")
 
 
-def _valid_tokens(sem: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None) -> Tensor:
-    """All valid semantic tokens ``[N, D]`` of a batch."""
-    rows = []
-    for m, z in sem.items():
-        mask = None if masks is None else masks.get(m)
-        rows.append(z.reshape(-1, z.shape[-1]) if mask is None else z[mask.bool()])
-    return torch.cat(rows)
-
-
-def _batch(
-    seqs: Sequences, modalities: tuple[str, ...], idx: Tensor, device: torch.device
-) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
-    """Rows ``idx`` of every modality (and mask), on ``device``."""
-    feats = {m: seqs.features[m][idx].to(device) for m in modalities}
-    masks = {m: k[idx].to(device) for m in modalities if (k := seqs.mask(m)) is not None}
-    return feats, masks or None
-
-
-@torch.no_grad()
-def sample_semantic_tokens(
-    model: CometModel, stage: StageData, generator: torch.Generator, *, items: int = 1024
-) -> Tensor:
-    """Valid semantic tokens ``[N, D]`` of up to ``items`` random training items of ``stage``
-    (every modality of the stage, eval-mode encoders, the model's training flag restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        n = stage.train.num_items
-        idx = torch.randperm(n, generator=generator)[: min(items, n)]
-        feats, masks = _batch(stage.train, stage.modalities, idx, model.codebook.embed.device)
-        sem = {
-            m: model.encode(m, x, None if masks is None else masks.get(m)) for m, x in feats.items()
-        }
-        return _valid_tokens(sem, masks)
-    finally:
-        model.train(was_training)
-
-
-@torch.no_grad()
-def seed_codebook_from_data(
-    model: CometModel, stage: StageData, generator: torch.Generator, *, items: int = 1024
-) -> None:
-    """Seed the codebook from semantic tokens of random training items (eval-mode encoders)."""
-    model.seed_codebook_(sample_semantic_tokens(model, stage, generator, items=items), generator)
-
-
-def make_pseudo_source(
-    model: CometModel, replay: PseudoModalityReplay, mediator: str
-) -> Callable[[dict[str, Tensor]], PseudoModality]:
-    """The PMR stream of a stage: the pseudo-modality of ``mediator``'s detached semantic
-    features over ``[V1 (replay's teacher); the codebook's newest block]`` (spec section 5)."""
-    cb = model.codebook
-
-    def build(sem: dict[str, Tensor]) -> PseudoModality:
-        return replay.build(sem[mediator], cb.embed[int(cb.reset_start) :])
-
-    return build
-
-
-def ewc_parameters(
-    model: CometModel, cfg: ExperimentConfig, mediator: str | None
-) -> dict[str, nn.Parameter]:
-    """What EWC protects under ``cfg``: the adapter (common, router, specific layers of every
-    modality created so far) and, with ``ewc.mediator``, the mediator's semantic encoder."""
-    return model.ewc_parameters(model.modalities, mediator=mediator if cfg.ewc.mediator else None)
-
-
-def fisher_loss_batches(
-    model: CometModel,
-    stage: StageData,
-    cfg: ExperimentConfig,
-    *,
-    generator: torch.Generator,
-    pseudo: PseudoSource | None = None,
-) -> Iterator[Callable[[], Tensor]]:
-    """``ewc.fisher_batches`` callables, each the stage's weighted training loss (without the
-    EWC term; with PMR if ``pseudo``) on a random training batch of ``stage`` only.
-
-    Batches are drawn from ``generator`` when the iterator is consumed; the caller sets eval
-    mode (no dropout) if it wants a deterministic Fisher.
-    """
-    n = stage.train.num_items
-    bsz = min(cfg.train.batch_size, n)
-    weights = loss_weights(cfg, model)
-    device = model.codebook.embed.device
-    for _ in range(cfg.ewc.fisher_batches):
-        idx = torch.randperm(n, generator=generator)[:bsz]
-
-        def loss(idx: Tensor = idx) -> Tensor:
-            feats, masks = _batch(stage.train, stage.modalities, idx, device)
-            out = model(feats, masks, generator=generator, pseudo=pseudo)
-            return weighted_total(out.losses, {k: weights[k] for k in out.losses})
-
-        yield loss
-
-
 def _club_steps(
     model: CometModel,
     trainer: Trainer,
@@ -286,7 +185,7 @@ def train_step(
     model.codebook.ema_update_(out.semantic, out.indices, out.masks)
     reset = 0
     if cfg.codebook.expire:
-        reset = model.codebook.expire_codes_(_valid_tokens(out.semantic, out.masks), generator)
+        reset = model.codebook.expire_codes_(valid_tokens(out.semantic, out.masks), generator)
     losses["total"] = total
     if estimator is not None:
         losses["club_estimator"] = estimator
@@ -301,56 +200,26 @@ def loss_weights(cfg: ExperimentConfig, model: CometModel) -> dict[str, float]:
 
 def train_stage(
     model: CometModel,
-    stage: StageData,
+    inputs: StageInputs,
     cfg: ExperimentConfig,
     *,
     generator: torch.Generator,
     on_metrics: MetricsCallback | None = None,
-    ewc: EWCPenalty | None = None,
-    replay: PseudoModalityReplay | None = None,
     start_epoch: int = 0,
     stop_epoch: int | None = None,
     optimizer_state: Mapping[str, Any] | None = None,
-    frozen: Collection[str] = (),
     on_epoch_end: Callable[[int, Trainer], None] | None = None,
-    index: int | None = None,
 ) -> StageSummary:
-    """Train ``model`` on one stage for epochs ``[start_epoch, stop_epoch or train.epochs)``.
-
-    Creates the modules of modalities seen for the first time, seeds the codebook from data
-    tokens before the very first step when ``codebook.init == "data"``, and calls
-    ``on_epoch_end(epoch, trainer)`` after each epoch (the place to checkpoint). ``ewc`` (once
-    consolidated): its penalty on :func:`ewc_parameters` is added with weight ``ewc.lam``.
-    ``replay`` (with a teacher set): the pseudo-modality of ``stage.mediator`` joins Cross-CPC,
-    weight ``replay.beta_pmr``. ``index`` (1-based stage number) only labels errors and rows.
-    Raises ``FloatingPointError`` when an epoch's mean loss is not finite.
-    """
-    mods = stage.modalities
-    for m in mods:
-        model.add_modality_(m, stage.train.dim(m))
-    use_replay = replay is not None and replay.has_teacher
-    if use_replay:
-        if stage.mediator is None or stage.mediator not in mods:
-            raise ValueError(f"stage '{stage.name}': replay needs a mediator among {mods}")
-        model.add_pseudo_stream_()
-    trainer = Trainer(model, cfg, frozen=frozen)
+    """Train ``model`` on one prepared stage for epochs ``[start_epoch, stop_epoch or
+    train.epochs)``; ``on_epoch_end(epoch, trainer)`` runs after each epoch (the place to
+    checkpoint, with ``optimizer_state`` to resume from). Raises ``FloatingPointError`` when an
+    epoch's mean loss is not finite."""
+    stage = inputs.stage
+    trainer = Trainer(model, cfg, frozen=inputs.frozen)
     if optimizer_state is not None:
         trainer.load_state_dict(optimizer_state)
-    if cfg.codebook.init == "data" and not bool(model.codebook_seeded):
-        seed_codebook_from_data(model, stage, generator)
     model.train()
-
-    pseudo: PseudoSource | None = None
-    if use_replay:
-        assert replay is not None and stage.mediator is not None
-        pseudo = make_pseudo_source(model, replay, stage.mediator)
-
-    ewc_params: dict[str, nn.Parameter] = {}
-    if ewc is not None and len(ewc) > 0:
-        ewc_params = ewc_parameters(model, cfg, stage.mediator)
     weights = loss_weights(cfg, model)
-    label = f"stage {index} ({stage.name})" if index is not None else f"stage {stage.name}"
-
     n = stage.train.num_items
     bsz = min(cfg.train.batch_size, n)
     steps_per_epoch = n // bsz  # the last incomplete batch is dropped
@@ -363,28 +232,21 @@ def train_stage(
         reset = 0
         for s in range(steps_per_epoch):
             idx = perm[s * bsz : (s + 1) * bsz]
-            feats, masks = _batch(stage.train, mods, idx, model.codebook.embed.device)
+            feats, masks = batch_rows(
+                stage.train, stage.modalities, idx, model.codebook.embed.device
+            )
             losses, stats, n_reset = train_step(
                 model, trainer, feats, masks, cfg, generator=generator, weights=weights,
-                pseudo=pseudo, ewc=ewc if ewc_params else None, ewc_params=ewc_params,
+                pseudo=inputs.pseudo, ewc=inputs.ewc, ewc_params=inputs.ewc_params,
             )  # fmt: skip
             reset += n_reset
             for k, v in [*losses.items(), *stats.items()]:
                 key = k if "/" in k else f"loss/{k}"
                 sums[key] = sums.get(key, 0.0) + v.detach()
+        row = _epoch_row(inputs, epoch, steps_per_epoch, time.perf_counter() - t0, reset, sums)
         summary.steps += steps_per_epoch
         summary.epochs += 1
         summary.codes_reset += reset
-        row: dict[str, Any] = {
-            "stage": stage.name, "epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
-            "seconds": time.perf_counter() - t0, "codes_reset": reset,
-        }  # fmt: skip
-        if index is not None:
-            row["stage_index"] = index
-        row |= {k: float(v) / steps_per_epoch for k, v in sums.items()}
-        total = row.get("loss/total", 0.0)
-        if not math.isfinite(total):
-            raise FloatingPointError(f"{label}, epoch {epoch + 1}: loss is {total}")
         summary.history.append(row)
         summary.losses = {k[5:]: v for k, v in row.items() if k.startswith("loss/")}
         if on_metrics is not None:
@@ -393,3 +255,25 @@ def train_stage(
             on_epoch_end(epoch, trainer)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _epoch_row(
+    inputs: StageInputs,
+    epoch: int,
+    steps: int,
+    seconds: float,
+    reset: int,
+    sums: Mapping[str, Tensor],
+) -> dict[str, Any]:
+    """The metrics row of one epoch (means over its steps); raises on a non-finite loss."""
+    row: dict[str, Any] = {
+        "stage": inputs.stage.name, "epoch": epoch + 1, "step": (epoch + 1) * steps,
+        "seconds": seconds, "codes_reset": reset,
+    }  # fmt: skip
+    if inputs.index is not None:
+        row["stage_index"] = inputs.index
+    row |= {k: float(v) / steps for k, v in sums.items()}
+    total = row.get("loss/total", 0.0)
+    if not math.isfinite(total):
+        raise FloatingPointError(f"{inputs.label}, epoch {epoch + 1}: loss is {total}")
+    return row

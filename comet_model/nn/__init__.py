@@ -1,1 +1,1 @@
-"""The networks: encoders, the shared codebook, the CMoE-Adapter, CLUB, Cross-CPC, PMR, the model."""
+"""The networks: encoders, shared codebook, CMoE-Adapter, CLUB, Cross-CPC, PMR and the model."""

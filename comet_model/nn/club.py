@@ -13,6 +13,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from comet_model.config import ModelConfig  # constructor defaults = config defaults
+
 
 def _uniform(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
     """``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``: the initial range of ``nn.Linear``."""
@@ -38,7 +40,9 @@ class CLUB(nn.Module):
         layers: number of hidden layers (3 in the original).
     """
 
-    def __init__(self, x_dim: int, y_dim: int, hidden: int = 64, *, layers: int = 3) -> None:
+    def __init__(
+        self, x_dim: int, y_dim: int, hidden: int = ModelConfig.club_hidden, *, layers: int = 3
+    ) -> None:
         super().__init__()
         self.x_dim, self.y_dim, self.hidden, self.layers = x_dim, y_dim, hidden, layers
         if layers == 0:

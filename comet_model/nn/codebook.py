@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+
+from comet_model._util import ResizingBuffers
+from comet_model.config import CodebookConfig as _CB  # constructor defaults = config defaults
 
 _DIST_FLOOR = 1e-8  # sqrt has an infinite gradient at 0: clamp distances before it
 _LOG_EPS = 1e-10  # inside the logs of CMCM (dcid_reference 1.8)
@@ -37,7 +40,7 @@ def squared_distances(z: Tensor, codes: Tensor) -> Tensor:
     return d.clamp_min(0.0)  # the expanded form can dip below 0 by rounding
 
 
-class SharedCodebook(nn.Module):
+class SharedCodebook(ResizingBuffers):
     """Shared EMA VQ codebook with MM-EMA (paper Eq. 3), cross commitment, CMCM and code reset.
 
     Args:
@@ -65,12 +68,12 @@ class SharedCodebook(nn.Module):
         dim: int,
         size: int,
         *,
-        decay: float = 0.99,
-        eps: float = 1e-5,
-        dead_code_threshold: int = 300,
-        pairing: Literal["index", "attention"] = "index",
-        cmcm_temperature: float = 1.0,
-        commitment: float = 0.25,
+        decay: float = _CB.decay,
+        eps: float = _CB.eps,
+        dead_code_threshold: int = _CB.dead_code_threshold,
+        pairing: Literal["index", "attention"] = _CB.pairing,
+        cmcm_temperature: float = _CB.cmcm_temperature,
+        commitment: float = _CB.commitment,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
@@ -297,28 +300,6 @@ class SharedCodebook(nn.Module):
         self.cluster_size = torch.cat([self.cluster_size, init.new_zeros(init.shape[0])])
         self.unused = torch.cat([self.unused, self.unused.new_zeros(init.shape[0])])
         self.reset_start.fill_(old)
-
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        """Resize the buffers to a checkpoint's codebook size (the codebook grows across stages)."""
-        saved = state_dict.get(prefix + "embed")
-        if saved is not None and saved.shape[0] != self.size:
-            k = saved.shape[0]
-            self.embed = self.embed.new_zeros(k, self.dim)
-            self.embed_avg = self.embed_avg.new_zeros(k, self.dim)
-            self.cluster_size = self.cluster_size.new_zeros(k)
-            self.unused = self.unused.new_zeros(k)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, size={self.size}, decay={self.decay}, pairing={self.pairing}"

@@ -14,6 +14,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from comet_model.config import ModelConfig  # constructor defaults = config defaults
+
 _MASKED = -1e9  # finite, so a fully masked row gives 0 * finite instead of 0 * inf = nan
 
 
@@ -34,7 +36,7 @@ class CrossCPC(nn.Module):
         dim: int,
         *,
         hidden: int | None = None,
-        num_layers: int = 1,
+        num_layers: int = ModelConfig.cpc_layers,
         prediction_steps: int = 1,
         self_weight: float = 0.1,
         min_start_steps: int = 1,

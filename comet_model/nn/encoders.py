@@ -26,6 +26,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from comet_model.config import ModelConfig as _M  # constructor defaults = config defaults
 from comet_model.nn.cmg_video import CMGVideoDecoder, CMGVideoSemantic, CMGVideoSpecificEncoder
 
 __all__ = [
@@ -57,12 +58,12 @@ class SemanticEncoder(nn.Module):
         in_dim: int,
         dim: int,
         *,
-        layers: int = 1,
-        heads: int = 4,
-        ffn: int = 128,
-        dropout: float = 0.1,
-        norm_first: bool = False,
-        positional: bool = False,
+        layers: int = _M.layers,
+        heads: int = _M.heads,
+        ffn: int = _M.ffn,
+        dropout: float = _M.dropout,
+        norm_first: bool = _M.norm_first,
+        positional: bool = _M.positional,
     ) -> None:
         super().__init__()
         self.proj = nn.Linear(in_dim, dim)
@@ -165,13 +166,13 @@ class ModalityEncoders(nn.Module):
         self,
         dim: int,
         *,
-        spec_dim: int = 64,
-        layers: int = 1,
-        heads: int = 4,
-        ffn: int = 128,
-        dropout: float = 0.1,
-        norm_first: bool = False,
-        positional: bool = False,
+        spec_dim: int = _M.spec_dim,
+        layers: int = _M.layers,
+        heads: int = _M.heads,
+        ffn: int = _M.ffn,
+        dropout: float = _M.dropout,
+        norm_first: bool = _M.norm_first,
+        positional: bool = _M.positional,
         cmg: CMGFrontEnd | None = None,
     ) -> None:
         super().__init__()

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from comet_model.config import ClubConfig, ExperimentConfig, ModelConfig
 from comet_model.nn.club import CLUB
 from comet_model.nn.codebook import CodebookOutput, SharedCodebook
-from comet_model.config import ExperimentConfig
 from comet_model.nn.cpc import CrossCPC
 from comet_model.nn.encoders import CMGFrontEnd, ModalityEncoders
 from comet_model.nn.losses import masked_mse, pooled_info_nce
@@ -104,9 +104,9 @@ class CometModel(nn.Module):
         adapter: MoEAdapter | LinearAdapter | None = None,
         cpc: CrossCPC | None = None,
         active: tuple[str, ...] = METHOD_LOSSES["dcid"],
-        club_hidden: int = 64,
-        club_clamp: bool = True,
-        contrastive_temperature: float = 0.1,
+        club_hidden: int = ModelConfig.club_hidden,
+        club_clamp: bool = ClubConfig.clamp,
+        contrastive_temperature: float = ModelConfig.contrastive_temperature,
     ) -> None:
         super().__init__()
         if "cpc" in active and cpc is None:

@@ -31,6 +31,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from comet_model.config import MoEConfig as _MoE  # constructor defaults = config defaults
+
 __all__ = ["AdapterOutput", "LinearAdapter", "MoEAdapter", "load_balance_loss"]
 
 
@@ -101,12 +103,12 @@ class MoEAdapter(nn.Module):
     def __init__(
         self,
         dim: int,
-        num_experts: int = 6,
+        num_experts: int = _MoE.num_experts,
         *,
-        specific_layers: bool = True,
-        combine: Literal["parallel", "sequential"] = "parallel",
-        residual: bool = True,
-        top_k: int = 0,
+        specific_layers: bool = _MoE.specific_layers,
+        combine: Literal["parallel", "sequential"] = _MoE.combine,
+        residual: bool = _MoE.residual,
+        top_k: int = _MoE.top_k,
         init_scale: float = 0.01,
     ) -> None:
         super().__init__()
@@ -243,7 +245,9 @@ class MoEAdapter(nn.Module):
 class LinearAdapter(nn.Module):
     """The "MoE off" ablation: one plain Linear with the same residual switch; no router."""
 
-    def __init__(self, dim: int, *, residual: bool = True, init_scale: float = 0.01) -> None:
+    def __init__(
+        self, dim: int, *, residual: bool = _MoE.residual, init_scale: float = 0.01
+    ) -> None:
         super().__init__()
         self.dim = dim
         self.residual = residual

@@ -12,12 +12,15 @@ Cross-CPC, steps from V1 weight 1. Everything returned is detached: P is a teach
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-__all__ = ["PseudoModality", "PseudoModalityReplay", "squared_distances"]
+from comet_model._util import ResizingBuffers
+from comet_model.config import ReplayConfig  # constructor defaults = config defaults
+from comet_model.nn.codebook import squared_distances
+
+__all__ = ["PseudoModality", "PseudoModalityReplay"]
 
 
 @dataclass
@@ -30,19 +33,7 @@ class PseudoModality:
     indices: Tensor  # (batch, steps) int64 into cat([V1, K2-block])
 
 
-def squared_distances(z: Tensor, codes: Tensor) -> Tensor:
-    """Squared Euclidean distances in float32, clamped at 0: (..., D), (K, D) -> (..., K)."""
-    z = z.float()
-    codes = codes.float()
-    dist = (
-        z.pow(2).sum(-1, keepdim=True)
-        - 2.0 * torch.matmul(z, codes.t())
-        + codes.pow(2).sum(-1)  # broadcast over the leading axes
-    )
-    return dist.clamp_min(0.0)
-
-
-class PseudoModalityReplay(nn.Module):
+class PseudoModalityReplay(ResizingBuffers):
     """PMR: frozen teacher codebook V1 and the pseudo-modality builder (spec section 5).
 
     Args:
@@ -52,12 +43,14 @@ class PseudoModalityReplay(nn.Module):
 
     teacher: Tensor
 
-    def __init__(self, *, w_k2: float = 0.5, tau: float | None = None) -> None:
+    def __init__(
+        self, *, w_k2: float = ReplayConfig.w_k2, tau: float | None = ReplayConfig.tau
+    ) -> None:
         super().__init__()
         if w_k2 < 0:
             raise ValueError(f"w_k2 must be >= 0, got {w_k2}")
-        if tau is not None and tau < 0:
-            raise ValueError(f"tau must be >= 0 or None, got {tau}")
+        if tau is not None and not tau > 0:  # the same rule as replay.tau
+            raise ValueError(f"tau must be > 0 or None, got {tau}")
         self.w_k2 = w_k2
         self.tau = tau
         self.register_buffer("teacher", torch.zeros(0, 0))  # (K1, D); empty = no teacher yet
@@ -101,7 +94,7 @@ class PseudoModalityReplay(nn.Module):
             raise ValueError("PMR needs a teacher codebook or a non-empty K2 block")
 
         codes = torch.cat([teacher, new_block], dim=0)  # (K1 + K2, D)
-        dist = squared_distances(mediator_sem.detach(), codes)  # (B, T, K1 + K2)
+        dist = squared_distances(mediator_sem.detach().float(), codes.float())  # (B, T, K1 + K2)
         best, index = dist.min(dim=-1)  # first minimum: ties resolve to V1
         from_teacher = index < k1
         if self.tau is not None and k2 > 0 and k1 > 0:
@@ -117,24 +110,6 @@ class PseudoModalityReplay(nn.Module):
             from_teacher=from_teacher,
             step_weights=step_weights,
             indices=index,
-        )
-
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        # The teacher grows from stage to stage (K1 + K2 codes): resize before copying.
-        saved = state_dict.get(prefix + "teacher")
-        if torch.is_tensor(saved) and saved.shape != self.teacher.shape:
-            self.teacher = torch.empty_like(saved, device=self.teacher.device)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
 
     def extra_repr(self) -> str:
