@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from ablations.cli_args import non_negative_float, positive_float, positive_int
+from comet_model._cli import OneLineParser, non_negative_float, positive_float, positive_int
 
 EPILOG = """examples:
   python ablations/run.py --grid experts                      # expert-count curve, 3 seeds
@@ -40,17 +40,10 @@ def _seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
-class _Parser(argparse.ArgumentParser):
-    """Bad flags: one line naming the problem, exit status 2 (no usage dump)."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from search_spaces.grids import GRIDS
 
-    p = _Parser(
+    p = OneLineParser(
         prog="ablations/run.py",
         description="Sweep continual COMET pipelines with Ray Tune (one trial per pipeline).",
         epilog=EPILOG,

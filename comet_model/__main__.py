@@ -15,33 +15,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from comet_model._cli import OneLineParser, fail
+from comet_model._util import atomic_write_text
 from comet_model.config import PRESETS, ConfigError, ExperimentConfig, parse_override, preset
 from comet_model.data.types import DataError
 
 _PROG = "comet"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        _fail(message)
-
-
-def _fail(message: str) -> NoReturn:
-    print(f"{_PROG}: error: {message.splitlines()[0] if message else 'failed'}", file=sys.stderr)
-    raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (subcommand ``run``)."""
-    parser = _Parser(prog=_PROG, description="COMET / DCID reference implementation.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser = OneLineParser(prog=_PROG, description="COMET / DCID reference implementation.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     run = sub.add_parser(
         "run",
         help="run the continual pipeline, evaluate after each stage, write metrics.json",
@@ -146,9 +137,7 @@ def format_table(stages: Sequence[Any]) -> str:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -158,17 +147,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         cfg = make_config(args)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     out = Path(args.out)
     t0 = time.perf_counter()
     callback = None if args.quiet else (lambda row: _progress(row, cfg, t0))
     try:
         result = run_continual(cfg, out_dir=out, on_metrics=callback)
     except (DataError, ConfigError, ResumeError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except FloatingPointError as exc:  # diverged: one line, status 1
-        print(f"{_PROG}: error: {exc}", file=sys.stderr)
-        return 1
+        fail(str(exc), status=1)
     summary = {
         "preset": args.preset,
         "config": cfg.to_flat(),

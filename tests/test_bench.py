@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
-
-from ablations.benchmarks.step import main, step_times, trial_times
+from ablations.benchmarks.step import step_times
+from ablations.benchmarks.trial import trial_times
 from comet_model.config import preset
 
 TINY = {
@@ -28,19 +26,3 @@ def test_trial_breakdown_covers_every_stage() -> None:
                                                         "fisher_s", "eval_s"))  # fmt: skip
     assert 0 < parts <= total
     assert stages[2]["codebook_size"] == 20 and stages[2]["fisher_s"] > 0
-
-
-def test_trial_cli_prints_the_breakdown(capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["--section", "trial", "--presets", "smoke"]
-    args += [
-        a
-        for k, v in TINY.items()
-        for a in ("--set", f"{k}={','.join(v) if isinstance(v, tuple) else v}")
-    ]
-    threads = torch.get_num_threads()
-    try:
-        assert main(args) == 0
-    finally:
-        torch.set_num_threads(threads)  # the CLI sets it for the process
-    out = capsys.readouterr().out
-    assert "total" in out and "load average" in out and "b-t" in out

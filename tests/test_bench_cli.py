@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from ablations import bench
+from ablations.benchmarks import cmg, common
+from ablations.benchmarks import step as step_bench
 from comet_model.config import PRESETS, preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +27,7 @@ TINY = {
 def tiny_preset(monkeypatch: pytest.MonkeyPatch) -> str:
     """A registered preset ``tiny`` (smoke shrunk further) and small matmuls: fast step runs."""
     monkeypatch.setitem(PRESETS, "tiny", lambda: preset("smoke").override(TINY))
-    monkeypatch.setattr(bench, "MATMUL_SIZES", (32, 64))
+    monkeypatch.setattr(step_bench, "MATMUL_SIZES", (32, 64))
     return "tiny"
 
 
@@ -49,8 +51,8 @@ def test_bad_flags_exit_2_with_one_line(args: list[str], word: str) -> None:
 
 
 def test_stat_is_median_min_max_to_three_significant_digits() -> None:
-    assert bench._stat([3.0, 1.0, 2.0, 10.0]) == "2.50 [1.00, 10.0]"
-    assert bench._stat([0.001234, 1234.0]) == "617 [0.00123, 1234]"
+    assert common.stat([3.0, 1.0, 2.0, 10.0]) == "2.50 [1.00, 10.0]"
+    assert common.stat([0.001234, 1234.0]) == "617 [0.00123, 1234]"
 
 
 def _rows(out: str) -> list[list[str]]:
@@ -70,7 +72,7 @@ def test_step_section_prints_headings_and_consistent_figures(
     for heading in headings:
         assert heading in out, heading
     rows = _rows(out)
-    assert [int(r[0]) for r in rows] == sorted({1, bench._all_threads()})
+    assert [int(r[0]) for r in rows] == sorted({1, common.all_threads()})
     for r in rows:
         ms = float(r[4].split()[0])
         gflop, rate = float(r[5]), float(r[6])
@@ -92,8 +94,6 @@ def test_gpu_section_without_cuda_says_why(capsys: pytest.CaptureFixture[str]) -
 def test_cmg_section_reports_both_dtypes_against_the_original(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import ablations.benchmarks.cmg as cmg
-
     full = cmg.avt_step_times
     calls: list[torch.dtype] = []
 
@@ -108,7 +108,7 @@ def test_cmg_section_reports_both_dtypes_against_the_original(
     assert calls == [torch.float32, torch.float64] and [r[0] for r in rows] == calls_names(calls)
     for r in rows:
         median = float(r[1])
-        assert float(r[-1].rstrip("x")) == pytest.approx(bench.ORIGINAL_STEP_S / median, rel=0.01)
+        assert float(r[-1].rstrip("x")) == pytest.approx(cmg.ORIGINAL_STEP_S / median, rel=0.01)
 
 
 def calls_names(dtypes: list[torch.dtype]) -> list[str]:
@@ -116,16 +116,19 @@ def calls_names(dtypes: list[torch.dtype]) -> list[str]:
 
 
 def test_matmul_rates_are_one_per_repeat_and_positive() -> None:
-    rates = bench.matmul_gflops(32, 3)
+    rates = step_bench.matmul_gflops(32, 3)
     assert len(rates) == 3 and all(r > 0 for r in rates)
 
 
 @pytest.mark.slow
 def test_step_flops_count_backward_and_scale_with_the_batch() -> None:
     cfg = preset("smoke").override(TINY)
-    one, two = bench.step_flops(cfg), bench.step_flops(cfg.override({"train.batch_size": 16}))
+    one, two = (
+        step_bench.step_flops(cfg),
+        step_bench.step_flops(cfg.override({"train.batch_size": 16})),
+    )
     assert 1.9 < two / one < 2.2  # every counted op is per token (InfoNCE adds a little B^2)
-    assert bench.step_flops(cfg.override({"club.inner_steps": 0})) < one  # CLUB steps counted
+    assert step_bench.step_flops(cfg.override({"club.inner_steps": 0})) < one  # CLUB steps counted
 
 
 SYNTH = TINY | {"data.source": "synthetic", "data.train_sequences": 32, "eval.epochs": 1}

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from comet_model.continual import checkpoint
 from comet_model.config import ExperimentConfig, preset
-from comet_model.data import synthetic_benchmark
-from comet_model.nn.model import CometModel
+from comet_model.continual import checkpoint
 from comet_model.continual.stage import prepare_stage
 from comet_model.continual.train import Trainer, train_stage
+from comet_model.data import synthetic_benchmark
+from comet_model.nn.model import CometModel
 
 TINY = {
     "model.dim": 16, "model.heads": 2, "model.ffn": 32, "model.spec_dim": 8,

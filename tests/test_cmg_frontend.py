@@ -9,10 +9,10 @@ import torch
 
 from ablations.benchmarks.cmg import avt_step_times
 from comet_model.config import ConfigError, ExperimentConfig, preset
+from comet_model.continual.train import Trainer, loss_weights, train_step
 from comet_model.nn.encoders import CMGDecoder, CMGSemanticEncoder, CMGSpecific
 from comet_model.nn.losses import weighted_total
 from comet_model.nn.model import CometModel
-from comet_model.continual.train import Trainer, loss_weights, train_step
 
 G, C, W = 5, 16, 8  # map side, map channels, specific width (tiny)
 DIMS = {"video": G * G * C, "audio": 7}

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from ablations.benchmarks.cmg import main as bench_main
+from ablations import bench
+from ablations.benchmarks import cmg
 from comet_model.nn.cmg_video import (
     CMGVideoDecoder,
     CMGVideoSemantic,
@@ -208,8 +209,14 @@ def test_memory_layouts_agree(dtype):
         CMGVideoDecoder(D, W, C, layout="nhwc")  # type: ignore[arg-type]
 
 
-def test_bench_runs_at_tiny_width(capsys):
-    assert bench_main(["--batch", "1", "--steps", "2", "--width", "8", "--repeats", "1"]) == 0
-    out = capsys.readouterr().out
-    for name in ("semantic", "encoder", "decoder"):
-        assert out.count(name) == 2  # one row per dtype
+def test_module_section_times_every_module_at_tiny_width(capsys, monkeypatch):
+    full = cmg.fwd_bwd_times
+
+    def tiny(name: str, **kw: object) -> list[float]:  # same code path, tiny shapes
+        return full(name, **kw | {"batch": 1, "steps": 2, "width": 8})  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cmg, "fwd_bwd_times", tiny)
+    assert bench.main(["--sections", "cmg_modules", "--repeats", "1"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    timed = {r[0]: float(r[1]) for r in rows if r and r[0] in cmg.MODULES}
+    assert sorted(timed) == sorted(cmg.MODULES) and all(t > 0 for t in timed.values())

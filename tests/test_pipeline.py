@@ -17,12 +17,8 @@ import torch
 
 import comet_model.continual.pipeline as pipeline
 import comet_model.continual.train as train
-from comet_model.continual import checkpoint as ckpt
 from comet_model.config import ExperimentConfig, preset
-from comet_model.data import synthetic_benchmark
-from comet_model.data.types import Benchmark, Sequences, StageData
-from comet_model.nn.model import METHOD_LOSSES, PSEUDO_STREAM
-from comet_model.nn.moe_adapter import LinearAdapter, MoEAdapter
+from comet_model.continual import checkpoint as ckpt
 from comet_model.continual.pipeline import (
     ContinualResult,
     ResumeError,
@@ -31,6 +27,10 @@ from comet_model.continual.pipeline import (
     continual_metrics,
     run_continual,
 )
+from comet_model.data import synthetic_benchmark
+from comet_model.data.types import Benchmark, Sequences
+from comet_model.nn.model import METHOD_LOSSES, PSEUDO_STREAM
+from comet_model.nn.moe_adapter import LinearAdapter, MoEAdapter
 
 STAGES = ("a-t", "b-t", "c-t")
 TINY = {

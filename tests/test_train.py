@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from comet_model.config import ExperimentConfig, preset
+from comet_model.continual.stage import prepare_stage
+from comet_model.continual.train import Trainer, loss_weights, train_stage, train_step
 from comet_model.data import synthetic_benchmark
 from comet_model.data.types import StageData
 from comet_model.nn.model import CometModel
-from comet_model.continual.stage import prepare_stage
-from comet_model.continual.train import Trainer, loss_weights, train_stage, train_step
 
 TINY = {
     "model.dim": 16, "model.heads": 2, "model.ffn": 32, "model.spec_dim": 8,

@@ -1,50 +1,96 @@
-"""Time DCID's audio-video-text step and its video modules: ``python -m ablations.benchmarks.cmg``.
+"""Sections ``cmg`` and ``cmg_modules``: DCID at the original code's audio-video-text shapes.
 
-``--step`` (what ablations/bench.py's ``cmg`` section prints): one full training step of our
-model at the original DCID's shapes (dcid_reference 1.1-1.2): batch 80, T = 10, video as VGG19
-pool5 maps ``[80, 10, 7*7*512]`` through the CMG front end (``model.video_frontend=cmg``, width
-2048), audio ``[80, 10, 128]``, text ``[80, 10, 768]``, D = 256, 400 codes, method DCID without
-COMET (the original is DCID), 5 CLUB inner steps as the original. Text goes straight into its
-encoder (the original first runs a 2-layer BiLSTM 768 -> 256, about 1 % of its parameters).
+``cmg``: one full training step of our model at the original DCID's shapes (dcid_reference
+1.1-1.2): batch 80, T = 10, video as VGG19 pool5 maps ``[80, 10, 7*7*512]`` through the CMG front
+end (``model.video_frontend=cmg``, width 2048), audio ``[80, 10, 128]``, text ``[80, 10, 768]``,
+D = 256, 400 codes, method DCID without COMET (the original is DCID), 5 CLUB inner steps as the
+original, in float32 and float64, against the original's float64 step (dcid_reference 5.3:
+222.8 s median on this 2-core machine at 2 threads; the original code is not run here). Text goes
+straight into its encoder (the original first runs a 2-layer BiLSTM 768 -> 256, about 1 % of its
+parameters).
 
-Without ``--step``: forward+backward of each video module alone.
-
-Times ``CMGVideoSemantic``, ``CMGVideoSpecificEncoder`` and ``CMGVideoDecoder`` at DCID's shapes
-(``[B, T, 7, 7, 512]`` maps, specific width 2048, code dimension 256; B = 80, T = 10 by default)
-in each requested dtype. One timed repeat is a forward pass, the mean square of the outputs
-and its backward (parameter gradients, plus input gradients for the decoder, whose inputs come from
-trainable modules in training). Prints median / min / max seconds over the repeats, the thread
-count and the 1-minute load average before and after, since CPU timings on a shared machine
-are noisy. At full size on a few CPU threads one float64 encoder repeat takes minutes: use
-``--batch 8`` for a quick look.
+``cmg_modules``: forward + backward of each video module alone (``CMGVideoSemantic``,
+``CMGVideoSpecificEncoder``, ``CMGVideoDecoder``) at the same shapes in float32: the mean square
+of the outputs and its backward (parameter gradients, plus input gradients for the decoder,
+whose inputs come from trainable modules in training).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
 
-import torch
-from torch import Tensor, nn
+from ablations.benchmarks.common import num, progress, stat, table
+from ablations.benchmarks.step import make_step
 
-from comet_model.nn.cmg_video import CMGVideoDecoder, CMGVideoSemantic, CMGVideoSpecificEncoder
-from comet_model.config import ExperimentConfig, preset
+__all__ = [
+    "AVT_DIMS",
+    "MODULES",
+    "ORIGINAL_STEP_S",
+    "avt_config",
+    "avt_step_times",
+    "fwd_bwd_times",
+    "section_cmg",
+    "section_cmg_modules",
+]
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+ORIGINAL_STEP_S = 222.8  # the original DCID's float64 step, B=80, 2 threads (dcid_reference 5.3)
+AVT_DIMS = {"audio": 128, "video": 7 * 7 * 512, "text": 768}  # the original's input widths
 MODULES = ("semantic", "encoder", "decoder")
 
 
-def _case(
-    name: str, batch: int, steps: int, width: int, dim: int, dtype: torch.dtype, seed: int
-) -> tuple[nn.Module, Callable[[], Tensor]]:
+def avt_config(**overrides: object):
+    """The paper preset at the original's shapes: DCID, CMG video front end, 5 CLUB steps."""
+    from comet_model.config import preset
+
+    flat = {"comet": False, "method": "dcid", "model.video_frontend": "cmg"}
+    flat |= {"club.inner_steps": 5, "train.batch_size": 80, "data.steps": 10}
+    return preset("paper").override(flat | overrides)
+
+
+def avt_step_times(
+    *,
+    dtype=None,
+    batch: int = 80,
+    steps: int = 10,
+    repeats: int = 3,
+    warmup: int = 1,
+    seed: int = 0,
+    overrides: dict[str, object] | None = None,
+) -> list[float]:
+    """Seconds of ``repeats`` full training steps (forward, CLUB inner steps, backward, clip,
+    Adam, MM-EMA, dead-code reset) of DCID at the original's audio-video-text shapes."""
+    import torch
+
+    cfg = avt_config(**{"data.steps": steps, **(overrides or {})})
+    dims = {m: d for m, d in AVT_DIMS.items() if m != "video"}
+    dims["video"] = cfg.model.cmg_grid**2 * cfg.model.cmg_channels
+
+    def draw(m: str, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
+        return (torch.rand if m == "video" else torch.randn)(*shape, generator=g)  # pool5 >= 0
+
+    step = make_step(cfg, dims=dims, dtype=dtype or torch.float32, seed=seed, batch=batch,
+                     inputs=draw)  # fmt: skip
+    times = []
+    for i in range(warmup + repeats):
+        t0 = time.perf_counter()
+        step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def _case(name: str, batch: int, steps: int, width: int, dim: int, dtype, seed: int):
     """The module ``name`` in ``dtype`` and a closure giving its scalar loss on fixed inputs."""
+    import torch
+
+    from comet_model.nn.cmg_video import CMGVideoDecoder, CMGVideoSemantic, CMGVideoSpecificEncoder
+
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     if name == "decoder":
-        module: nn.Module = CMGVideoDecoder(dim, width, 512).to(dtype)
+        module = CMGVideoDecoder(dim, width, 512).to(dtype)
         vq = torch.randn(batch, steps, dim, generator=g).to(dtype).requires_grad_(True)
         spec = torch.rand(batch, steps, 3, 3, width, generator=g).to(dtype).requires_grad_(True)
         return module, lambda: module(vq, spec).pow(2).mean()
@@ -52,14 +98,13 @@ def _case(
     if name == "semantic":
         module = CMGVideoSemantic(512, 7).to(dtype)
         return module, lambda: module(video).pow(2).mean()
-    module = CMGVideoSpecificEncoder(512, width).to(dtype)
-    encoder = module
+    encoder = CMGVideoSpecificEncoder(512, width).to(dtype)
 
-    def loss() -> Tensor:  # both outputs, as in training (decoder path and CLUB path)
+    def loss() -> torch.Tensor:  # both outputs, as in training (decoder path and CLUB path)
         spec, club = encoder(video)
         return spec.pow(2).mean() + club.pow(2).mean()
 
-    return module, loss
+    return encoder, loss
 
 
 def fwd_bwd_times(
@@ -69,15 +114,17 @@ def fwd_bwd_times(
     steps: int = 10,
     width: int = 2048,
     dim: int = 256,
-    dtype: torch.dtype = torch.float32,
+    dtype=None,
     repeats: int = 3,
     warmup: int = 1,
     seed: int = 0,
 ) -> list[float]:
     """Seconds of ``repeats`` forward+backward passes of module ``name`` after ``warmup``."""
+    import torch
+
     if name not in MODULES:
         raise ValueError(f"unknown module {name!r} (known: {MODULES})")
-    module, run = _case(name, batch, steps, width, dim, dtype, seed)
+    module, run = _case(name, batch, steps, width, dim, dtype or torch.float32, seed)
     times = []
     for i in range(warmup + repeats):
         module.zero_grad(set_to_none=True)
@@ -88,116 +135,40 @@ def fwd_bwd_times(
     return times
 
 
-AVT_DIMS = {"audio": 128, "video": 7 * 7 * 512, "text": 768}  # the original's input widths
+def section_cmg(args: argparse.Namespace, repeats: int) -> None:
+    """Our DCID step at the original's shapes in float32 and float64 vs the original's step."""
+    import torch
 
-
-def avt_config(**overrides: object) -> ExperimentConfig:
-    """The paper preset at the original's shapes: DCID, CMG video front end, 5 CLUB steps."""
-    flat = {"comet": False, "method": "dcid", "model.video_frontend": "cmg"}
-    flat |= {"club.inner_steps": 5, "train.batch_size": 80, "data.steps": 10}
-    return preset("paper").override(flat | overrides)
-
-
-def avt_step_times(
-    *,
-    dtype: torch.dtype = torch.float32,
-    batch: int = 80,
-    steps: int = 10,
-    repeats: int = 3,
-    warmup: int = 1,
-    seed: int = 0,
-    overrides: dict[str, object] | None = None,
-) -> list[float]:
-    """Seconds of ``repeats`` full training steps (forward, CLUB inner steps, backward, clip,
-    Adam, MM-EMA, dead-code reset) of DCID at the original's audio-video-text shapes."""
-    from comet_model.nn.model import CometModel
-    from comet_model.continual.train import Trainer, loss_weights, train_step
-
-    cfg = avt_config(**(overrides or {}))
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    dims = {m: d for m, d in AVT_DIMS.items() if m != "video"}
-    dims["video"] = cfg.model.cmg_grid**2 * cfg.model.cmg_channels
-    model = CometModel.from_config(cfg, dims).to(dtype)
-    trainer = Trainer(model, cfg)
-    weights = loss_weights(cfg, model)
-    feats = {
-        m: (torch.rand if m == "video" else torch.randn)(batch, steps, d, generator=g).to(dtype)
-        for m, d in dims.items()
-    }  # pool5 maps are >= 0
-    model.train()
-    times = []
-    for i in range(warmup + repeats):
-        t0 = time.perf_counter()
-        train_step(model, trainer, feats, None, cfg, generator=g, weights=weights)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return times
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Print forward+backward timing statistics per module and dtype."""
-    parser = argparse.ArgumentParser(prog="python -m ablations.benchmarks.cmg", description=__doc__)
-    parser.add_argument("--batch", type=int, default=80, help="batch size B (DCID: 80)")
-    parser.add_argument("--steps", type=int, default=10, help="sequence length T (DCID: 10)")
-    parser.add_argument("--width", type=int, default=2048, help="specific channels (DCID: 2048)")
-    parser.add_argument("--dtypes", default="float32,float64", help="comma-separated dtypes")
-    parser.add_argument("--modules", default=",".join(MODULES), help="comma-separated modules")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per case")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed repeats per case")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: as found)")
-    parser.add_argument(
-        "--step", action="store_true", help="time the full AVT training step, not the modules"
-    )
-    args = parser.parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    modules = [m.strip() for m in args.modules.split(",") if m.strip()]
-    bad = [d for d in dtypes if d not in DTYPES] + [m for m in modules if m not in MODULES]
-    if bad or args.repeats < 1 or min(args.batch, args.steps, args.width) < 1:
-        parser.error(f"unknown dtype/module {bad[0]!r}" if bad else "sizes must be >= 1")
+    threads = torch.get_num_threads()
+    rows = []
+    for name, dtype in (("float32", torch.float32), ("float64", torch.float64)):
+        progress(f"cmg: {name}: 1 warm-up + {repeats} steps (minutes each at full size)")
+        times = avt_step_times(dtype=dtype, repeats=repeats, warmup=1)
+        speedup = ORIGINAL_STEP_S / statistics.median(times)
+        rows.append([name, stat(times), f"{ORIGINAL_STEP_S}", f"{speedup:.2f}x"])
+        progress(f"cmg: {name}: {num(statistics.median(times))} s")
     print(
-        f"threads={torch.get_num_threads()} torch={torch.__version__} B={args.batch} "
-        f"T={args.steps} width={args.width} repeats={args.repeats} warmup={args.warmup}"
+        f"one training step of DCID (no COMET) at the original's shapes: B=80, T=10, video "
+        f"[80,10,7*7*512] through the CMG front end (width 2048), audio [80,10,128], text "
+        f"[80,10,768] (no BiLSTM), D=256, 400 codes, 5 CLUB inner steps; {threads} threads; "
+        f"after 1 warm-up step; n={repeats}. Original: float64 only, 2 threads, median of 5 steps "
+        f"measured on this machine (dcid_reference 5.3), not rerun here"
     )
-    if args.step:
-        print(f"{'step':<9} {'dtype':<8} {'median s':>9} {'min s':>8} {'max s':>8} {'load1':>11}")
-        for dtype in dtypes:
-            load_before = os.getloadavg()[0]
-            times = avt_step_times(
-                dtype=DTYPES[dtype], batch=args.batch, steps=args.steps,
-                repeats=args.repeats, warmup=args.warmup,
-                overrides={"model.cmg_width": args.width},
-            )  # fmt: skip
-            load = f"{load_before:.2f}->{os.getloadavg()[0]:.2f}"
-            print(
-                f"{'avt':<9} {dtype:<8} {statistics.median(times):>9.3f} {min(times):>8.3f} "
-                f"{max(times):>8.3f} {load:>11}",
-                flush=True,
-            )
-        return 0
-    print(f"{'module':<9} {'dtype':<8} {'median s':>9} {'min s':>8} {'max s':>8} {'load1':>11}")
-    for dtype in dtypes:
-        for name in modules:
-            load_before = os.getloadavg()[0]
-            times = fwd_bwd_times(
-                name,
-                batch=args.batch,
-                steps=args.steps,
-                width=args.width,
-                dtype=DTYPES[dtype],
-                repeats=args.repeats,
-                warmup=args.warmup,
-            )
-            load = f"{load_before:.2f}->{os.getloadavg()[0]:.2f}"
-            print(
-                f"{name:<9} {dtype:<8} {statistics.median(times):>9.3f} {min(times):>8.3f} "
-                f"{max(times):>8.3f} {load:>11}",
-                flush=True,
-            )
-    return 0
+    table(("dtype", "our step s", "original float64 s", "original / ours"), rows)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def section_cmg_modules(args: argparse.Namespace, repeats: int) -> None:
+    """Forward + backward of each CMG video module alone, float32, at the original's shapes."""
+    import torch
+
+    rows = []
+    for name in MODULES:
+        progress(f"cmg_modules: {name}: 1 warm-up + {repeats} passes")
+        rows.append(
+            [name, stat(fwd_bwd_times(name, dtype=torch.float32, repeats=repeats, warmup=1))]
+        )
+    print(
+        f"forward + backward of one CMG video module (B=80, T=10, 7x7x512 maps, specific width "
+        f"2048, D=256), float32, {torch.get_num_threads()} threads, after 1 warm-up; n={repeats}"
+    )
+    table(("module", "fwd+bwd s"), rows)

@@ -1,148 +1,188 @@
-"""Timing: ``python -m ablations.benchmarks.step [--section step|trial]``.
+"""Section ``step``: one training step's time, its FLOPs and the ratio to dense matmul.
 
-- ``step`` (default): complete optimisation steps (forward, CLUB inner steps, losses, backward,
-  clip, Adam, MM-EMA, dead-code reset) on random two-modality batches of the preset's batch size
-  and T, after a few warm-up steps; median / min / max milliseconds per step.
-- ``trial``: one whole continual pipeline of a preset (default: the full three-stage COMET trial
-  on the digits world, every evaluation included), with a per-stage breakdown (codebook
-  expansion, training, Fisher, evaluation) and the load average before and after (the machine
-  may be shared: compare figures only at a similar load).
-
-One thread by default, so numbers compare across machines only as far as single-core speed does.
+One set-up serves every step measurement (:func:`make_step`): a model of the configuration on
+random batches of its batch size and T, codebook seeded from data tokens as in training, one
+complete optimisation step per call (forward, CLUB inner steps, losses, backward, clip, Adam,
+MM-EMA, dead-code reset). The CMG and GPU sections use it with their own shapes and devices.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import math
 import statistics
-import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping
 
-import torch
+from ablations.benchmarks.common import all_threads, num, progress, stat, table
 
-from comet_model.config import PRESETS, ExperimentConfig, preset
-from comet_model.nn.model import CometModel
-from comet_model.continual.train import Trainer, loss_weights, train_step
+__all__ = [
+    "DEFAULT_DIMS",
+    "FLOP_NOTE",
+    "MATMUL_SIZES",
+    "make_step",
+    "matmul_gflops",
+    "peak_matmul",
+    "section_step",
+    "step_flops",
+    "step_times",
+    "sync",
+]
 
 # input widths of a digits-world-like pair (the step time barely depends on them)
 DEFAULT_DIMS = {"video": 128, "audio": 320}
+MATMUL_SIZES = (256, 512, 1024, 2048)  # square float32 matmuls; the best median is the peak
+FLOP_NOTE = (
+    "FLOPs: torch.utils.flop_counter.FlopCounterMode over one whole step (forward, CLUB inner "
+    "steps, backward); it counts matmul/conv/attention FLOPs only (elementwise ops, norms, "
+    "softmax, the codebook EMA and Adam are not counted), so GFLOP/s is a lower bound"
+)
 
 
-def step_times(
-    cfg: ExperimentConfig,
+def make_step(
+    cfg,
     *,
-    repeats: int = 20,
-    warmup: int = 3,
-    dims: dict[str, int] | None = None,
+    dims: Mapping[str, int] | None = None,
+    device: str = "cpu",
+    dtype=None,
     seed: int = 0,
-) -> list[float]:
-    """Seconds of ``repeats`` consecutive training steps (after ``warmup`` untimed ones)."""
+    batch: int | None = None,
+    inputs: Callable | None = None,
+) -> Callable[[], None]:
+    """One full training step of ``cfg`` per call, on 4 rotating random batches.
+
+    Args:
+        dims: modality -> input width (default :data:`DEFAULT_DIMS`).
+        dtype: model and input dtype (default float32).
+        batch: batch size (default ``cfg.train.batch_size``); T is ``cfg.data.steps``.
+        inputs: ``inputs(modality, shape, generator) -> Tensor`` (default ``torch.randn``).
+    """
+    import torch
+
+    from comet_model.continual.train import Trainer, loss_weights, train_step
+    from comet_model.nn.model import CometModel
+
     dims = dict(DEFAULT_DIMS if dims is None else dims)
+    dtype = dtype or torch.float32
+    draw = inputs or (lambda m, shape, g: torch.randn(*shape, generator=g))
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = CometModel.from_config(cfg, dims).train()
+    model = CometModel.from_config(cfg, dims).to(device=device, dtype=dtype).train()
     trainer = Trainer(model, cfg)
     weights = loss_weights(cfg, model)
-    b, t = cfg.train.batch_size, cfg.data.steps
+    shape = (batch or cfg.train.batch_size, cfg.data.steps)
     batches = [
-        {m: torch.randn(b, t, d, generator=generator) for m, d in dims.items()} for _ in range(4)
-    ]
+        {m: draw(m, (*shape, d), generator).to(device=device, dtype=dtype) for m, d in dims.items()}
+        for _ in range(4)
+    ]  # 4 x {modality: [B, T, d]}
     with torch.no_grad():  # data-seeded codebook, as in training
         tokens = torch.cat([model.encode(m, x) for m, x in batches[0].items()])
     model.seed_codebook_(tokens, generator)
+    count = [0]
+
+    def step() -> None:
+        batch = batches[count[0] % len(batches)]
+        train_step(model, trainer, batch, None, cfg, generator=generator, weights=weights)
+        count[0] += 1
+
+    return step
+
+
+def sync(device: str) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on the CPU."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def step_times(
+    cfg, *, repeats: int = 20, warmup: int = 3, device: str = "cpu", **kw
+) -> list[float]:
+    """Seconds of ``repeats`` consecutive steps of :func:`make_step` after ``warmup``."""
+    step = make_step(cfg, device=device, **kw)
     times = []
     for i in range(warmup + repeats):
         t0 = time.perf_counter()
-        train_step(model, trainer, batches[i % 4], None, cfg, generator=generator, weights=weights)
+        step()
+        sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return times
 
 
-def trial_times(cfg: ExperimentConfig) -> tuple[float, list[dict[str, Any]]]:
-    """Wall seconds of one whole continual pipeline of ``cfg`` and each stage's summary."""
-    from comet_model.continual.pipeline import build_benchmark, run_continual
+def step_flops(cfg, *, device: str = "cpu") -> int:
+    """Matmul/conv/attention FLOPs of one training step (forward and backward, one warm-up)."""
+    from torch.utils.flop_counter import FlopCounterMode
 
+    step = make_step(cfg, device=device)
+    step()
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return int(counter.get_total_flops())
+
+
+def matmul_gflops(size: int, repeats: int, *, device: str = "cpu") -> list[float]:
+    """GFLOP/s of a dense float32 ``[size, size] @ [size, size]`` (each sample >= ~20 ms)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=g).to(device)
+    b = torch.randn(size, size, generator=g).to(device)
+    out = torch.empty(size, size, device=device)
     t0 = time.perf_counter()
-    benchmark = build_benchmark(cfg)
-    data_s = time.perf_counter() - t0
-    result = run_continual(cfg, benchmark=benchmark)
-    total = time.perf_counter() - t0
-    stages = [{"name": "(data)", "data_s": data_s}]
-    stages += [
-        {"name": r.name, **r.summary, "objective": r.metrics["objective"]} for r in result.stages
-    ]
-    return total, stages
+    torch.mm(a, b, out=out)  # warm-up, and calibration of the inner loop
+    sync(device)
+    inner = max(1, math.ceil(0.02 / max(time.perf_counter() - t0, 1e-6)))
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            torch.mm(a, b, out=out)
+        sync(device)
+        rates.append(2.0 * size**3 * inner / (time.perf_counter() - t0) / 1e9)
+    return rates
 
 
-def _trial(preset_name: str, overrides: list[str]) -> int:
-    from comet_model.config import parse_override
-
-    cfg = preset(preset_name)
-    flat = dict(parse_override(text, cfg) for text in overrides)
-    cfg = cfg.override({**flat, "train.threads": torch.get_num_threads()})
-    load0 = os.getloadavg()
-    total, stages = trial_times(cfg)
-    load1 = os.getloadavg()
-    print(f"threads={torch.get_num_threads()} torch={torch.__version__} preset={preset_name} "
-          f"comet={cfg.comet} method={cfg.method} stages={','.join(cfg.data.stages)}")  # fmt: skip
-    cols = ("setup_s", "train_s", "fisher_s", "eval_s")
-    print(f"{'stage':<12} {'data s':>7} {'expand s':>8} {'train s':>8} {'fisher s':>8} "
-          f"{'eval s':>7} {'codes':>6} {'objective':>9}")  # fmt: skip
-    for s in stages:
-        vals = [s.get(c, 0.0) for c in cols]
-        objective = f"{s['objective']:>9.2f}" if "objective" in s else ""
-        print(
-            f"{s['name']:<12} {s.get('data_s', 0.0):>7.1f} {vals[0]:>8.1f} {vals[1]:>8.1f} "
-            f"{vals[2]:>8.1f} {vals[3]:>7.1f} {s.get('codebook_size', ''):>6} {objective}"
-        )
-    print(f"total {total:.1f} s wall (training and all evaluations); load average "
-          f"{load0[0]:.2f} before, {load1[0]:.2f} after (1 min)")  # fmt: skip
-    return 0
+def peak_matmul(repeats: int, *, device: str = "cpu") -> tuple[int, list[float]]:
+    """The size of ``MATMUL_SIZES`` with the best median GFLOP/s, and its samples."""
+    runs = {n: matmul_gflops(n, repeats, device=device) for n in MATMUL_SIZES}
+    best = max(runs, key=lambda n: statistics.median(runs[n]))
+    return best, runs[best]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Print step-time statistics for each requested preset, or time one whole trial."""
-    parser = argparse.ArgumentParser(prog="python -m ablations.benchmarks.step", description=__doc__)
-    parser.add_argument("--section", choices=("step", "trial"), default="step",
-                        help="step times (default) or one whole continual trial")  # fmt: skip
-    parser.add_argument(
-        "--presets",
-        default=None,
-        help="comma-separated presets (step: default,paper; trial: default)",
+def section_step(args: argparse.Namespace, repeats: int) -> None:
+    """Step time, achieved GFLOP/s and the ratio to dense matmul, at 1 and all threads."""
+    import torch
+
+    from comet_model.config import preset
+
+    before = torch.get_num_threads()
+    flops = {name: step_flops(preset(name)) for name in args.step_presets}
+    rows = []
+    try:
+        for threads in sorted({1, all_threads()}):
+            torch.set_num_threads(threads)
+            size, mm = peak_matmul(repeats)
+            progress(f"step: {threads} thread(s): matmul {num(statistics.median(mm))} GFLOP/s")
+            for name in args.step_presets:
+                cfg = preset(name)
+                ms = [1000.0 * s for s in step_times(cfg, repeats=repeats)]
+                gflops = flops[name] / 1e9 / (statistics.median(ms) / 1000.0)
+                progress(f"step: {threads} thread(s), {name}: {num(statistics.median(ms))} ms")
+                rows.append([
+                    threads, name, f"{cfg.train.batch_size}x{cfg.data.steps}", cfg.model.dim,
+                    stat(ms), num(flops[name] / 1e9), num(gflops),
+                    f"{stat(mm)} @{size}", num(gflops / statistics.median(mm)),
+                ])  # fmt: skip
+    finally:
+        torch.set_num_threads(before)
+    print(
+        f"one training step (forward, CLUB inner steps, losses, backward, clip, Adam, MM-EMA, "
+        f"dead-code reset) on random batches, after 3 warm-up steps; n={repeats} timed steps; "
+        f"matmul: float32 torch.mm, sizes {','.join(map(str, MATMUL_SIZES))}, the size with "
+        f"the best median, n={repeats} samples"
     )
-    parser.add_argument("--repeats", type=int, default=20, help="timed steps per preset")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--comet", action=argparse.BooleanOptionalAction, default=True,
-                        help="step: with the CMoE-Adapter (--no-comet: plain)")  # fmt: skip
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="trial: override a config key")  # fmt: skip
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    default = "default" if args.section == "trial" else "default,paper"
-    names = [p.strip() for p in (args.presets or default).split(",") if p.strip()]
-    unknown = [n for n in names if n not in PRESETS]
-    if unknown or args.repeats < 1:
-        parser.error(f"unknown preset {unknown[0]!r}" if unknown else "--repeats must be >= 1")
-    if args.section == "trial":
-        if len(names) != 1:
-            parser.error("--section trial times one preset")
-        return _trial(names[0], args.overrides)
-    print(f"threads={torch.get_num_threads()} torch={torch.__version__} comet={args.comet}")
-    print(f"{'preset':<8} {'batch':>5} {'D':>4} {'median ms':>10} {'min ms':>8} {'max ms':>8}")
-    for name in names:
-        cfg = preset(name).override({"comet": args.comet})
-        times = [1000.0 * s for s in step_times(cfg, repeats=args.repeats)]
-        print(
-            f"{name:<8} {cfg.train.batch_size:>5} {cfg.model.dim:>4} "
-            f"{statistics.median(times):>10.1f} {min(times):>8.1f} {max(times):>8.1f}",
-            flush=True,
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    table(("threads", "preset", "BxT", "D", "step ms", "GFLOP/step", "step GFLOP/s",
+           "matmul GFLOP/s @size", "step/matmul"), rows)  # fmt: skip
+    print(FLOP_NOTE)
