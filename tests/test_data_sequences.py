@@ -14,7 +14,7 @@ from comet_model.data import (
     plan_digits,
     synthetic_benchmark,
 )
-from comet_model.data.digits import run_labels
+from comet_model.data.labels import run_labels
 
 SMALL = dict(
     train_sequences=200,

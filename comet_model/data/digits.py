@@ -38,18 +38,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 
+from ..config import DataConfig
 from .bank import FeatureBank, load_bank
+from .labels import ave_labels, avvp_labels, retrieval_labels, run_labels, stage_classes
 from .types import Benchmark, DataError, DownstreamSets, Sequences, StageData
 
-MAX_RUN = 4
 VAL_HOLDOUT = 0.1  # share of every class of every train pool reserved for val sequences
-RETRIEVAL_GROUP = 4  # a base item and its one-step hard negatives
-DEFAULT_STAGES: tuple[str, ...] = ("video-text", "audio-text", "image-text")
 DEFAULT_DOWNSTREAM_SIZES: Mapping[str, int] = {
     "ave_train": 1000,
     "ave_test": 500,
@@ -57,7 +57,6 @@ DEFAULT_DOWNSTREAM_SIZES: Mapping[str, int] = {
     "avvp_test": 500,
 }
 DOWNSTREAM_MODALITIES: tuple[str, ...] = ("video", "audio", "image", "text")
-_DIGITS = tuple(range(10))
 
 
 @dataclass(frozen=True)
@@ -116,67 +115,6 @@ def find_mediator(stage_modalities: Sequence[Sequence[str]]) -> str | None:
     if len(first) > 1 and first[1] in common:
         return first[1]
     return common[0]
-
-
-def stage_classes(
-    class_plan: str | Sequence[Sequence[int]], num_stages: int
-) -> tuple[tuple[int, ...], ...]:
-    """Digits of each stage under a class plan ("full", "overlap" or explicit lists)."""
-    if isinstance(class_plan, str):
-        if class_plan == "full":
-            return tuple(_DIGITS for _ in range(num_stages))
-        if class_plan == "overlap":
-            if num_stages == 1:
-                return (_DIGITS,)
-            plan = [tuple(range(0, 8)), tuple(range(2, 10))]
-            return tuple(plan[:num_stages]) + tuple(_DIGITS for _ in range(num_stages - 2))
-        raise DataError(f"class plan '{class_plan}': expected 'full', 'overlap' or digit lists")
-    plan = [tuple(int(c) for c in digits) for digits in class_plan]
-    if len(plan) != num_stages:
-        raise DataError(f"class plan: {len(plan)} digit lists for {num_stages} stages")
-    for digits in plan:
-        if not digits or any(not 0 <= c <= 9 for c in digits) or len(set(digits)) != len(digits):
-            raise DataError(
-                f"class plan: {list(digits)} is not a non-empty list of distinct digits"
-            )
-    return tuple(plan)
-
-
-def run_labels(
-    n: int,
-    steps: int,
-    classes: Sequence[int],
-    background: int,
-    background_fraction: float,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """Label sequences made of runs of 1-4 steps; adjacent runs differ; int64 [n, steps].
-
-    Background runs are never adjacent; a run is background with probability p = f / (1 - f)
-    unless the previous one was, which makes the stationary share of background runs f.
-    """
-    cls = np.asarray(classes, dtype=np.int64)
-    d = len(cls)
-    f = min(max(background_fraction, 0.0), 0.5)
-    p_bg = f / (1.0 - f)
-    lengths = rng.integers(1, MAX_RUN + 1, size=(n, steps))  # at most `steps` runs are needed
-    run_cls = np.empty((n, steps), dtype=np.int64)
-    prev_bg = np.zeros(n, dtype=bool)
-    prev_idx = np.full(n, -1)  # -1: no previous digit run adjacent
-    for k in range(steps):
-        # the first run is background with the stationary probability f
-        bg = (rng.random(n) < (p_bg if k else f)) & ~prev_bg
-        if d == 1:  # a single digit must alternate with background to keep runs distinct
-            bg |= prev_idx >= 0
-        fresh = rng.integers(0, d, size=n)
-        shift = (prev_idx + 1 + rng.integers(0, max(d - 1, 1), size=n)) % d
-        idx = np.where(prev_idx < 0, fresh, shift)  # a digit after a digit run differs from it
-        run_cls[:, k] = np.where(bg, background, cls[idx])
-        prev_idx = np.where(bg, -1, idx)
-        prev_bg = bg
-    ends = np.cumsum(lengths, axis=1)  # (n, runs)
-    run_of_step = (ends[:, None, :] <= np.arange(steps)[None, :, None]).sum(axis=2)  # (n, steps)
-    return np.take_along_axis(run_cls, run_of_step, axis=1)
 
 
 def draw_rows(
@@ -247,140 +185,81 @@ def _indexed(
     )
 
 
-def ave_labels(
-    n: int,
-    steps: int,
-    background: int,
-    rng: np.random.Generator,
-    classes: Sequence[int] = _DIGITS,
-) -> np.ndarray:
-    """One event (a class of ``classes``) over a contiguous span (2..T-1 steps when T allows),
-    background elsewhere; int64 [n, steps]."""
-    lo, hi = min(2, max(steps - 1, 1)), max(steps - 1, 1)
-    length = rng.integers(lo, hi + 1, size=n)
-    start = np.floor(rng.random(n) * (steps - length + 1)).astype(np.int64)
-    digit = np.asarray(classes, dtype=np.int64)[rng.integers(0, len(classes), size=n)]
-    t = np.arange(steps)[None, :]
-    inside = (t >= start[:, None]) & (t < (start + length)[:, None])
-    return np.where(inside, digit[:, None], background).astype(np.int64)
+@dataclass(frozen=True)
+class DigitsSpec:
+    """Every size and choice of the digits benchmark; the defaults are the config's ``data``
+    section (one place for them).
+
+    Args:
+        stages: stage names "a-b" (or "a-b-c") over the bank's modalities, in training order.
+        class_plan: "full", "overlap" or one digit list per stage.
+        steps: T of the stage and AVE/AVVP sequences.
+        downstream_sizes: overrides of ``DEFAULT_DOWNSTREAM_SIZES`` (ave_train, ave_test,
+            avvp_train, avvp_test).
+        retrieval_steps, retrieval_items: T and N of the retrieval set.
+        background_fraction: share of background runs in stage sequences.
+        seed: everything is a function of the seed; the downstream sets do not depend on the
+            stage list, class plan or stage sizes.
+        downstream_split: "test" (default) or "val": downstream sets from the train pools'
+            held-out tenth (test sets) and the rest of the train pools (head training sets),
+            for choosing settings without test data.
+    """
+
+    stages: tuple[str, ...] = DataConfig.stages
+    class_plan: str | Sequence[Sequence[int]] = DataConfig.class_plan
+    steps: int = DataConfig.steps
+    train_sequences: int = DataConfig.train_sequences
+    val_sequences: int = DataConfig.val_sequences
+    downstream_sizes: Mapping[str, int] | None = None
+    retrieval_steps: int = 5
+    retrieval_items: int = 500
+    background_fraction: float = 0.25
+    seed: int = DataConfig.seed
+    downstream_split: str = DataConfig.downstream_split
+
+    def checked(self, bank: FeatureBank) -> tuple[list[tuple[str, ...]], dict[str, int]]:
+        """The stages' modalities and the downstream sizes; raises DataError on a bad value."""
+        if self.steps < 1 or self.retrieval_steps < 1:
+            raise DataError("digits: steps and retrieval_steps must be >= 1")
+        if self.train_sequences < 1 or self.val_sequences < 1:
+            raise DataError("digits: train_sequences and val_sequences must be >= 1")
+        if not self.stages:
+            raise DataError("digits: at least one stage is needed")
+        sizes = dict(DEFAULT_DOWNSTREAM_SIZES)
+        unknown = set(self.downstream_sizes or {}) - set(sizes)
+        if unknown:
+            raise DataError(
+                f"digits: unknown downstream set {sorted(unknown)[0]!r} (known: {list(sizes)})"
+            )
+        sizes.update(self.downstream_sizes or {})
+        if self.downstream_split not in ("test", "val"):
+            raise DataError(
+                f"digits: downstream_split must be 'test' or 'val': {self.downstream_split!r}"
+            )
+        return [parse_stage(s, tuple(bank.modalities)) for s in self.stages], sizes
 
 
-def avvp_labels(
-    n: int,
-    steps: int,
-    background: int,
-    background_fraction: float,
-    rng: np.random.Generator,
-    classes: Sequence[int] = _DIGITS,
-) -> np.ndarray:
-    """Run sequences over ``classes`` with at least two distinct classes (when T and the classes
-    allow); int64 [n, steps]."""
-    labels = run_labels(n, steps, classes, background, background_fraction, rng)
-    need = min(2, steps, len(classes))
-    for _ in range(100):
-        distinct = _distinct_digits(labels, background)
-        bad = np.flatnonzero(distinct < need)
-        if len(bad) == 0:
-            break
-        labels[bad] = run_labels(len(bad), steps, classes, background, background_fraction, rng)
-    return labels
+def _spec(spec: DigitsSpec | None, fields: Mapping[str, Any]) -> DigitsSpec:
+    spec = replace(spec or DigitsSpec(), **fields)
+    if isinstance(spec.stages, str):
+        spec = replace(spec, stages=(spec.stages,))
+    return replace(spec, stages=tuple(spec.stages))
 
 
-def _distinct_digits(labels: np.ndarray, background: int) -> np.ndarray:
-    onehot = np.zeros((len(labels), int(max(labels.max(), background)) + 1), dtype=bool)
-    np.put_along_axis(onehot, labels, True, axis=1)
-    onehot[:, background] = False
-    return onehot.sum(axis=1)
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng([seed, *key])
 
 
-def retrieval_labels(
-    n: int,
-    steps: int,
-    background: int,
-    background_fraction: float,
-    rng: np.random.Generator,
-    classes: Sequence[int] = _DIGITS,
-) -> np.ndarray:
-    """``n`` distinct label sequences in groups: a base and three one-step variants (a step
-    changed to another class or background), shuffled; int64 [n, steps]."""
-    alphabet = np.asarray(sorted({*classes, background}), dtype=np.int64)
-    num = len(alphabet)
-    code_of = np.zeros(int(alphabet.max()) + 1, dtype=np.int64)
-    code_of[alphabet] = np.arange(num)
-    out = np.empty((0, steps), dtype=np.int64)
-    for _ in range(100):
-        groups = int(np.ceil(1.5 * n / RETRIEVAL_GROUP)) + 1
-        base = run_labels(groups, steps, classes, background, background_fraction, rng)
-        items = np.repeat(base, RETRIEVAL_GROUP, axis=0)  # (groups * 4, steps)
-        var = np.arange(len(items)) % RETRIEVAL_GROUP != 0
-        where = rng.integers(0, steps, size=len(items))
-        shift = 1 + rng.integers(0, num - 1, size=len(items))
-        rows = np.flatnonzero(var)
-        old = code_of[items[rows, where[rows]]]
-        items[rows, where[rows]] = alphabet[(old + shift[rows]) % num]
-        out = np.concatenate([out, items])
-        _, first = np.unique(out, axis=0, return_index=True)
-        out = out[np.sort(first)]
-        if len(out) >= n:
-            break
-    if len(out) < n:
-        raise DataError(f"retrieval: cannot make {n} distinct sequences of {steps} steps")
-    return out[:n][rng.permutation(n)]
-
-
-def plan_digits(
-    *,
-    stages: Sequence[str] = DEFAULT_STAGES,
-    class_plan: str | Sequence[Sequence[int]] = "full",
-    steps: int = 10,
-    train_sequences: int = 4000,
-    val_sequences: int = 400,
-    downstream_sizes: Mapping[str, int] | None = None,
-    retrieval_steps: int = 5,
-    retrieval_items: int = 500,
-    background_fraction: float = 0.25,
-    seed: int = 0,
-    bank: FeatureBank | str | os.PathLike[str] | None = None,
-    downstream_split: str = "test",
-) -> DigitsPlan:
-    """Labels and bank rows of every set of :func:`digits_benchmark` (same arguments)."""
-    bank = bank if isinstance(bank, FeatureBank) else load_bank(bank)
-    if steps < 1 or retrieval_steps < 1:
-        raise DataError("digits: steps and retrieval_steps must be >= 1")
-    if train_sequences < 1 or val_sequences < 1:
-        raise DataError("digits: train_sequences and val_sequences must be >= 1")
-    if isinstance(stages, str):
-        stages = (stages,)
-    if not stages:
-        raise DataError("digits: at least one stage is needed")
-    known = tuple(bank.modalities)
-    stage_mods = [parse_stage(s, known) for s in stages]
-    classes = stage_classes(class_plan, len(stages))
-    sizes = dict(DEFAULT_DOWNSTREAM_SIZES)
-    unknown = set(downstream_sizes or {}) - set(sizes)
-    if unknown:
-        raise DataError(
-            f"digits: unknown downstream set {sorted(unknown)[0]!r} (known: {list(sizes)})"
-        )
-    sizes.update(downstream_sizes or {})
-    if downstream_split not in ("test", "val"):
-        raise DataError(f"digits: downstream_split must be 'test' or 'val': {downstream_split!r}")
-    bg = bank.background_class
-
-    def rng(*key: int) -> np.random.Generator:
-        return np.random.default_rng([seed, *key])
-
-    holdout = _holdout_masks(bank, rng(0))
-    fit_pools = {m: _pools(bank, m, 0, ~holdout[m]) for m in known}
-    val_pools = {m: _pools(bank, m, 0, holdout[m]) for m in known}
-    train_pools = {m: _pools(bank, m, 0) for m in known}
-    test_pools = {m: _pools(bank, m, 1) for m in known}
-
+def _plan_stages(
+    spec: DigitsSpec, bank: FeatureBank, stage_mods: list[tuple[str, ...]], fit_pools, val_pools
+) -> list[StagePlan]:
+    classes = stage_classes(spec.class_plan, len(spec.stages))
+    bg, f = bank.background_class, spec.background_fraction
     plans = []
-    for i, (name, mods, digits) in enumerate(zip(stages, stage_mods, classes, strict=True)):
-        r_train, r_val = rng(100 + i, 0), rng(100 + i, 1)
-        tr = run_labels(train_sequences, steps, digits, bg, background_fraction, r_train)
-        va = run_labels(val_sequences, steps, digits, bg, background_fraction, r_val)
+    for i, (name, mods, digits) in enumerate(zip(spec.stages, stage_mods, classes, strict=True)):
+        r_train, r_val = _rng(spec.seed, 100 + i, 0), _rng(spec.seed, 100 + i, 1)
+        tr = run_labels(spec.train_sequences, spec.steps, digits, bg, f, r_train)
+        va = run_labels(spec.val_sequences, spec.steps, digits, bg, f, r_val)
         plans.append(
             StagePlan(
                 name=name,
@@ -390,29 +269,52 @@ def plan_digits(
                 val=_indexed(va, {m: val_pools[m] for m in mods}, r_val, f"{name} val"),
             )
         )
+    return plans
 
-    down_mods = [m for m in DOWNSTREAM_MODALITIES if m in known]
-    if downstream_split == "val":  # model selection: never a test-pool instance
-        train_pools, test_pools = fit_pools, val_pools
+
+def _plan_downstream(
+    spec: DigitsSpec, bank: FeatureBank, sizes: Mapping[str, int], train_pools, test_pools
+) -> dict[str, IndexedSequences]:
+    bg, steps = bank.background_class, spec.steps
+    down_mods = [m for m in DOWNSTREAM_MODALITIES if m in bank.modalities]
     downstream = {}
-    for k, (key, pools) in enumerate(
-        (
-            ("ave_train", train_pools),
-            ("ave_test", test_pools),
-            ("avvp_train", train_pools),
-            ("avvp_test", test_pools),
-        )
-    ):
-        r = rng(10 + k)
+    for k, key in enumerate(("ave_train", "ave_test", "avvp_train", "avvp_test")):
+        pools = train_pools if key.endswith("train") else test_pools
+        r = _rng(spec.seed, 10 + k)
         if key.startswith("ave"):
             lab = ave_labels(sizes[key], steps, bg, r)
         else:
             lab = avvp_labels(sizes[key], steps, bg, 0.3, r)
         downstream[key] = _indexed(lab, {m: pools[m] for m in down_mods}, r, key)
-    r = rng(20)
-    lab = retrieval_labels(retrieval_items, retrieval_steps, bg, background_fraction, r)
+    r = _rng(spec.seed, 20)
+    lab = retrieval_labels(
+        spec.retrieval_items, spec.retrieval_steps, bg, spec.background_fraction, r
+    )
     downstream["retrieval"] = _indexed(lab, {m: test_pools[m] for m in down_mods}, r, "retrieval")
-    return DigitsPlan(tuple(plans), downstream, find_mediator(stage_mods))
+    return downstream
+
+
+def plan_digits(
+    spec: DigitsSpec | None = None,
+    *,
+    bank: FeatureBank | str | os.PathLike[str] | None = None,
+    **fields: Any,
+) -> DigitsPlan:
+    """Labels and bank rows of every set of :func:`digits_benchmark` (same arguments)."""
+    bank = bank if isinstance(bank, FeatureBank) else load_bank(bank)
+    spec = _spec(spec, fields)
+    stage_mods, sizes = spec.checked(bank)
+    known = tuple(bank.modalities)
+    holdout = _holdout_masks(bank, _rng(spec.seed, 0))
+    fit_pools = {m: _pools(bank, m, 0, ~holdout[m]) for m in known}
+    val_pools = {m: _pools(bank, m, 0, holdout[m]) for m in known}
+    train_pools = {m: _pools(bank, m, 0) for m in known}
+    test_pools = {m: _pools(bank, m, 1) for m in known}
+    stages = _plan_stages(spec, bank, stage_mods, fit_pools, val_pools)
+    if spec.downstream_split == "val":  # model selection: never a test-pool instance
+        train_pools, test_pools = fit_pools, val_pools
+    downstream = _plan_downstream(spec, bank, sizes, train_pools, test_pools)
+    return DigitsPlan(tuple(stages), downstream, find_mediator(stage_mods))
 
 
 def materialise(indexed: IndexedSequences, bank: FeatureBank) -> Sequences:
@@ -426,52 +328,18 @@ def materialise(indexed: IndexedSequences, bank: FeatureBank) -> Sequences:
 
 
 def digits_benchmark(
+    spec: DigitsSpec | None = None,
     *,
-    stages: Sequence[str] = DEFAULT_STAGES,
-    class_plan: str | Sequence[Sequence[int]] = "full",
-    steps: int = 10,
-    train_sequences: int = 4000,
-    val_sequences: int = 400,
-    downstream_sizes: Mapping[str, int] | None = None,
-    retrieval_steps: int = 5,
-    retrieval_items: int = 500,
-    background_fraction: float = 0.25,
-    seed: int = 0,
     bank: FeatureBank | str | os.PathLike[str] | None = None,
-    downstream_split: str = "test",
+    **fields: Any,
 ) -> Benchmark:
     """The digits-world benchmark (spec section 7): stages, downstream sets and label space.
 
-    Args:
-        stages: stage names "a-b" (or "a-b-c") over the bank's modalities, in training order.
-        class_plan: "full", "overlap" or one digit list per stage.
-        steps: T of the stage and AVE/AVVP sequences.
-        downstream_sizes: overrides of ``DEFAULT_DOWNSTREAM_SIZES`` (ave_train, ave_test,
-            avvp_train, avvp_test).
-        retrieval_steps, retrieval_items: T and N of the retrieval set.
-        background_fraction: share of background runs in stage sequences.
-        seed: everything is a function of the seed; the downstream sets do not depend on the
-            stage list, class plan or stage sizes.
-        bank: a loaded bank, a path, or None for the bank shipped with the package.
-        downstream_split: "test" (default) or "val": downstream sets from the train pools'
-            held-out tenth (test sets) and the rest of the train pools (head training sets),
-            for choosing settings without test data.
+    ``spec`` (default :class:`DigitsSpec`) with any of its fields replaced by ``fields``;
+    ``bank``: a loaded bank, a path, or None for the bank shipped with the package.
     """
     bank = bank if isinstance(bank, FeatureBank) else load_bank(bank)
-    plan = plan_digits(
-        stages=stages,
-        class_plan=class_plan,
-        steps=steps,
-        train_sequences=train_sequences,
-        val_sequences=val_sequences,
-        downstream_sizes=downstream_sizes,
-        retrieval_steps=retrieval_steps,
-        retrieval_items=retrieval_items,
-        background_fraction=background_fraction,
-        seed=seed,
-        bank=bank,
-        downstream_split=downstream_split,
-    )
+    plan = plan_digits(spec, bank=bank, **fields)
     stage_data = tuple(
         StageData(
             name=s.name,

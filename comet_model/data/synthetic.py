@@ -15,13 +15,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from .digits import (
-    ave_labels,
-    avvp_labels,
-    find_mediator,
-    retrieval_labels,
-    run_labels,
-)
+from .digits import find_mediator
+from .labels import ave_labels, avvp_labels, retrieval_labels, run_labels
 from .types import Benchmark, DataError, DownstreamSets, Sequences, StageData
 
 
