@@ -6,18 +6,10 @@ import hashlib
 import json
 from collections.abc import Mapping
 
+from search_spaces.axes import AXES
+
 #: Flat config keys copied into every results row as grouping axes (results column -> config key).
-AXIS_KEYS = {
-    "method": "method",
-    "comet": "comet",
-    "num_experts": "moe.num_experts",
-    "ewc_lam": "ewc.lam",
-    "k2": "replay.k2",
-    "w_k2": "replay.w_k2",
-    "beta_pmr": "replay.beta_pmr",
-    "stage_order": "data.stages",
-    "class_plan": "data.class_plan",
-}
+AXIS_KEYS = {axis.column: axis.key for axis in AXES}
 
 
 def resolve_flat(

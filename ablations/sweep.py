@@ -171,20 +171,8 @@ def _callback(progress: _Progress):
     return ProgressCallback()
 
 
-def run_sweep(
-    spec: SweepSpec, res: Resources, storage: Path, *, fresh: bool = False
-) -> SweepOutcome:
-    """Run (or resume) the sweep ``spec`` under ``storage/spec.name``."""
-    from comet_model.config import preset as get_preset
-
-    preset_flat = get_preset(spec.preset).to_flat()
-    num_stages = (
-        len(preset_flat["data.stages"])
-        if "data.stages" not in spec.base
-        else len(spec.base["data.stages"])
-    )
-    if res.address:
-        _check_address(res.address)  # before anything is written
+def _prepare_storage(spec: SweepSpec, storage: Path, fresh: bool) -> Path:
+    """The sweep's folder under ``storage``, refusing a name started with other settings."""
     storage = storage.resolve()
     exp_dir = storage / spec.name
     marker = exp_dir / "sweep.json"
@@ -200,8 +188,11 @@ def run_sweep(
     exp_dir.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"digest": spec.digest(), "spec": asdict(spec)}, default=str))
     shutil.rmtree(exp_dir / "scratch", ignore_errors=True)  # staging dirs leaked by killed trials
+    return exp_dir
 
-    cluster = _init_ray(res)
+
+def _tuner(spec: SweepSpec, res: Resources, exp_dir: Path, cluster: dict, progress: _Progress):
+    """A new Tuner for the sweep, or the restored one of an interrupted run."""
     from ray import tune
 
     gpus = resolve_gpus(res.gpus_per_trial, cluster)
@@ -209,56 +200,69 @@ def run_sweep(
         print("note: the cluster has no GPU; trials run on CPU", file=sys.stderr)
     trainable = tune.with_resources(
         tune.with_parameters(
-            comet_trial,
-            sweep=spec.name,
-            root=str(exp_dir),
-            preset=spec.preset,
-            arms=spec.arms,
-            base=spec.base,
-            metric=spec.metric,
-            gpu_fraction=gpus,
+            comet_trial, sweep=spec.name, root=str(exp_dir), preset=spec.preset, arms=spec.arms,
+            base=spec.base, metric=spec.metric, gpu_fraction=gpus,
         ),
         {"cpu": res.cpus_per_trial, "gpu": gpus},
-    )
-    total = spec.num_samples if spec.search == "optuna" else len(spec.arms) * len(spec.seeds)
-    start = time.perf_counter()
+    )  # fmt: skip
+    if tune.Tuner.can_restore(str(exp_dir)):
+        print(f"resuming sweep {spec.name!r} from {exp_dir}", file=sys.stderr)
+        return tune.Tuner.restore(
+            str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
     run_config = tune.RunConfig(
         name=spec.name,
-        storage_path=str(storage),
+        storage_path=str(exp_dir.parent),
         verbose=0,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=res.max_failures),
-        callbacks=[_callback(_Progress(total, num_stages, start))],
+        callbacks=[_callback(progress)],
     )
-    tuner_dir = str(exp_dir)
-    if tune.Tuner.can_restore(tuner_dir):
-        print(f"resuming sweep {spec.name!r} from {exp_dir}", file=sys.stderr)
-        tuner = tune.Tuner.restore(
-            tuner_dir, trainable=trainable, resume_unfinished=True, resume_errored=True
-        )
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=_param_space(spec),
-            tune_config=_tune_config(spec, res, exp_dir),
-            run_config=run_config,
-        )
+    return tune.Tuner(
+        trainable,
+        param_space=_param_space(spec),
+        tune_config=_tune_config(spec, res, exp_dir),
+        run_config=run_config,
+    )
 
+
+def _fit(tuner) -> bool:
+    """Run the tuner; SIGTERM (batch schedulers) becomes Tune's graceful SIGINT stop. Returns
+    whether the sweep was interrupted."""
     interrupted = {"flag": False}
 
-    def _graceful(signum, frame):  # SIGTERM (batch schedulers) -> Tune's graceful SIGINT stop
+    def graceful(signum, frame):
         interrupted["flag"] = True
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
 
-    previous = signal.signal(signal.SIGTERM, _graceful)
+    previous = signal.signal(signal.SIGTERM, graceful)
     try:
         tuner.fit()
     except KeyboardInterrupt:
         interrupted["flag"] = True
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return _check(spec, preset_flat, exp_dir, interrupted["flag"], time.perf_counter() - start)
+    return interrupted["flag"]
+
+
+def run_sweep(
+    spec: SweepSpec, res: Resources, storage: Path, *, fresh: bool = False
+) -> SweepOutcome:
+    """Run (or resume) the sweep ``spec`` under ``storage/spec.name``."""
+    from comet_model.config import preset as get_preset
+
+    preset_flat = get_preset(spec.preset).to_flat()
+    num_stages = len(spec.base.get("data.stages", preset_flat["data.stages"]))
+    if res.address:
+        _check_address(res.address)  # before anything is written
+    exp_dir = _prepare_storage(spec, storage, fresh)
+    cluster = _init_ray(res)
+    total = spec.num_samples if spec.search == "optuna" else len(spec.arms) * len(spec.seeds)
+    start = time.perf_counter()
+    tuner = _tuner(spec, res, exp_dir, cluster, _Progress(total, num_stages, start))
+    interrupted = _fit(tuner)
+    return _check(spec, preset_flat, exp_dir, interrupted, time.perf_counter() - start)
 
 
 def _param_space(spec: SweepSpec) -> dict:

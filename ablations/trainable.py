@@ -1,11 +1,11 @@
 """The Ray Tune trainable: one trial = one full continual pipeline (a thin adapter).
 
-The pipeline (``comet_model.continual.pipeline.run_continual``) owns training, evaluation and its own
-per-stage checkpoints in a work folder named by the run key. That folder, on the sweep's storage,
-is the source of truth for resuming: a relaunched trial continues after its last completed stage
-whatever Ray's own snapshot says, and a finished run returns at once. Each finished stage is
-written to Parquet first and then reported to Tune with a checkpoint (which also forces Tune to
-snapshot its experiment state, the fix for exact resume after SIGKILL).
+The pipeline (``comet_model.continual.pipeline.run_continual``) owns training, evaluation and
+its own per-stage checkpoints in a work folder named by the run key. That folder, on the sweep's
+storage, is the source of truth for resuming: a relaunched trial continues after its last
+completed stage whatever Ray's own snapshot says, and a finished run returns at once. Each
+finished stage is written to Parquet first and then reported to Tune with a checkpoint (which
+also forces Tune to snapshot its experiment state, the fix for exact resume after SIGKILL).
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import shutil
 import tempfile
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ablations.keys import axes_of, resolve_flat, run_key
-from ablations.results_io import write_run, write_stage_metrics
+from ablations.records import write_run, write_stage_metrics
 
 RESERVED = ("arm", "seed")
 
@@ -29,6 +31,64 @@ def trial_overrides(config: Mapping[str, object], arms: Mapping[str, Mapping]) -
     overrides = dict(arms.get(str(config.get("arm", "")), {}))
     overrides.update({k: v for k, v in config.items() if k not in RESERVED})
     return overrides
+
+
+@dataclass(frozen=True)
+class _Trial:
+    """Who a trial is: its records' identity, its axes, its resolved config and work folder."""
+
+    root: Path
+    common: dict[str, Any]  # sweep, run_key, seed, trial_id: the identity of every record
+    axes: dict[str, object]
+    flat: dict[str, object]
+    work: Path
+
+    def write_run(self, status: str, stages_done: int, num_stages: int, **kw: Any) -> None:
+        write_run(self.root, **self.common, axes=self.axes, status=status, config=self.flat,
+                  stages_done=stages_done, num_stages=num_stages, **kw)  # fmt: skip
+
+
+def _device(gpu_fraction: float) -> str:
+    """ "cuda" when the trial holds a GPU share and CUDA is there (memory capped), else "cpu"."""
+    if gpu_fraction <= 0:
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    # Fractional GPUs are bookkeeping only in Ray: cap this process's share of memory.
+    torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_fraction))
+    return "cuda"
+
+
+def _reporter(trial: _Trial, metric: str) -> Callable[[Any], None]:
+    """``on_stage_end``: the stage's Parquet records first, then ``tune.report`` with a copy of
+    the pipeline checkpoint (staged under ``scratch/``, cleaned by the driver)."""
+    from ray import tune
+
+    attempt = int(time.time())
+
+    def on_stage_end(report: Any) -> None:
+        metrics = dict(report.metrics)
+        write_stage_metrics(
+            trial.root,
+            **trial.common,
+            attempt=attempt,
+            axes=trial.axes,
+            stage=report.index,
+            stage_name=report.name,
+            metrics=metrics,
+        )
+        shown = {"stage": report.index, "objective": metrics.get("objective", math.nan)}
+        shown[metric] = metrics.get(metric, math.nan)
+        shown |= {k: v for k, v in metrics.items() if k not in shown}
+        scratch = trial.root / "scratch"
+        scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+            shutil.copy2(report.checkpoint, Path(tmp) / "checkpoint.pt")
+            tune.report(shown, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    return on_stage_end
 
 
 def comet_trial(
@@ -47,88 +107,33 @@ def comet_trial(
 
     from comet_model.config import ExperimentConfig
     from comet_model.config import preset as get_preset
-    from comet_model.continual.pipeline import run_continual
+    from comet_model.continual.pipeline import completed_stages, run_continual
 
-    overrides = dict(base) | trial_overrides(config, arms)
-    flat = resolve_flat(get_preset(preset).to_flat(), overrides, int(config["seed"]))
+    flat = resolve_flat(get_preset(preset).to_flat(), dict(base) | trial_overrides(config, arms),
+                        int(config["seed"]))  # fmt: skip
     cfg = ExperimentConfig.from_flat(flat)
     key = run_key(flat)
-    variant = str(config.get("arm", "search"))
-    axes = axes_of(flat, variant=variant, preset=preset)
-    context = tune.get_context()
-    trial_id = context.get_trial_id() or ""
-    root_path = Path(root)
-    work = root_path / "work" / key
-    num_stages = len(cfg.data.stages)
-
-    device = "cpu"
-    if gpu_fraction > 0:
-        import torch
-
-        if torch.cuda.is_available():
-            device = "cuda"
-            # Fractional GPUs are bookkeeping only in Ray: cap this process's share of memory.
-            torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_fraction))
-
+    common = {"sweep": sweep, "run_key": key, "seed": int(config["seed"]),
+              "trial_id": tune.get_context().get_trial_id() or ""}  # fmt: skip
+    axes = axes_of(flat, variant=str(config.get("arm", "search")), preset=preset)
+    trial = _Trial(Path(root), common, axes, flat, Path(root) / "work" / key)
     restored = tune.get_checkpoint()
-    if restored is not None and not (work / "checkpoint.pt").exists():
+    if restored is not None and not (trial.work / "checkpoint.pt").exists():
         with restored.as_directory() as d:
-            work.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(Path(d) / "checkpoint.pt", work / "checkpoint.pt")
-
-    common = {"sweep": sweep, "run_key": key, "seed": int(config["seed"]), "trial_id": trial_id}
-    attempt = int(time.time())
-
-    def on_stage_end(report) -> None:
-        metrics = dict(report.metrics)
-        write_stage_metrics(
-            root_path,
-            **common,
-            attempt=attempt,
-            axes=axes,
-            stage=report.index,
-            stage_name=report.name,
-            metrics=metrics,
-        )
-        shown = {"stage": report.index, "objective": metrics.get("objective", math.nan)}
-        shown[metric] = metrics.get(metric, math.nan)
-        shown |= {k: v for k, v in metrics.items() if k not in shown}
-        scratch = root_path / "scratch"
-        scratch.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=scratch) as tmp:
-            shutil.copy2(report.checkpoint, Path(tmp) / "checkpoint.pt")
-            tune.report(shown, checkpoint=tune.Checkpoint.from_directory(tmp))
-
-    start = time.perf_counter()
+            trial.work.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path(d) / "checkpoint.pt", trial.work / "checkpoint.pt")
+    num_stages, start = len(cfg.data.stages), time.perf_counter()
     try:
-        result = run_continual(cfg, out_dir=work, on_stage_end=on_stage_end, device=device)
+        result = run_continual(cfg, out_dir=trial.work, on_stage_end=_reporter(trial, metric),
+                               device=_device(gpu_fraction))  # fmt: skip
     except Exception as exc:  # recorded, then re-raised so Tune marks the trial ERROR
         message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        write_run(
-            root_path,
-            **common,
-            axes=axes,
-            status="failed",
-            stages_done=_stages_done(work),
-            num_stages=num_stages,
-            config=flat,
+        trial.write_run(
+            "failed",
+            completed_stages(trial.work),
+            num_stages,
             error=message.splitlines()[-1][:500],
             wall_s=time.perf_counter() - start,
         )
         raise
-    write_run(
-        root_path,
-        **common,
-        axes=axes,
-        status="complete",
-        stages_done=len(result.stages),
-        num_stages=num_stages,
-        config=flat,
-        wall_s=time.perf_counter() - start,
-    )
-
-
-def _stages_done(work: Path) -> int:
-    from comet_model.continual.pipeline import completed_stages
-
-    return completed_stages(work)
+    trial.write_run("complete", len(result.stages), num_stages, wall_s=time.perf_counter() - start)

@@ -255,7 +255,7 @@ class DataConfig(Section):
 
 @dataclass(frozen=True)
 class EvalConfig(Section):
-    """Downstream evaluation: heads trained on frozen quantised codes (evaluate.py)."""
+    """Downstream evaluation: heads trained on frozen quantised codes (comet_model.eval)."""
 
     _name: ClassVar[str] = "eval"
     epochs: int = 20  # head training epochs

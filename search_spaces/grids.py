@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
+from search_spaces.axes import by_column
+
 Arms = dict[str, dict[str, object]]
 
 FULL: dict[str, object] = {"comet": True, "method": "dcid"}
@@ -18,7 +20,8 @@ FULL: dict[str, object] = {"comet": True, "method": "dcid"}
 
 def experts() -> Arms:
     """Expert count O of the CMoE-Adapter (paper Fig. 2)."""
-    return {f"experts={n}": FULL | {"moe.num_experts": n} for n in (1, 2, 4, 6, 8, 10)}
+    ax = by_column()["num_experts"]
+    return {ax.arm(n): FULL | {ax.key: n} for n in (1, 2, 4, 6, 8, 10)}
 
 
 def ablations() -> Arms:
@@ -36,18 +39,21 @@ def ablations() -> Arms:
 
 def ewc() -> Arms:
     """EWC strength lambda (paper Eq. 6), Fisher normalised per layer to mean 1."""
-    return {f"lambda={lam:g}": FULL | {"ewc.lam": lam} for lam in (0.0, 1.0, 10.0, 100.0, 1000.0)}
+    ax = by_column()["ewc_lam"]
+    return {ax.arm(lam): FULL | {ax.key: lam} for lam in (0.0, 1.0, 10.0, 100.0, 1000.0)}
 
 
 def k2() -> Arms:
     """Number of new codes K2 appended per stage (paper section 3.3)."""
-    return {f"K2={k}": FULL | {"replay.k2": k} for k in (0, 16, 32, 64, 128)}
+    ax = by_column()["k2"]
+    return {ax.arm(k): FULL | {ax.key: k} for k in (0, 16, 32, 64, 128)}
 
 
 def pmr() -> Arms:
     """PMR weights: w_K2 (weight of steps whose pseudo code is new) x beta_pmr (whole term)."""
+    w_ax, b_ax = by_column()["w_k2"], by_column()["beta_pmr"]
     return {
-        f"w_K2={w:g},beta={b:g}": FULL | {"replay.w_k2": w, "replay.beta_pmr": b}
+        f"{w_ax.arm(w)},{b_ax.arm(b)}": FULL | {w_ax.key: w, b_ax.key: b}
         for w in (0.1, 0.5, 1.0)
         for b in (0.1, 0.5, 1.0)
     }
@@ -77,7 +83,8 @@ def order() -> Arms:
 
 def smoke() -> Arms:
     """Two arms for tests and CI (use with the smoke preset)."""
-    return {"experts=1": FULL | {"moe.num_experts": 1}, "experts=2": FULL | {"moe.num_experts": 2}}
+    ax = by_column()["num_experts"]
+    return {ax.arm(n): FULL | {ax.key: n} for n in (1, 2)}
 
 
 GRIDS: dict[str, Callable[[], Arms]] = {

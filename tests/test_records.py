@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ablations.keys import axes_of, resolve_flat, run_key
-from ablations.results_io import write_run, write_stage_metrics
+from ablations.records import write_run, write_stage_metrics
 from reports.load import ResultsError, load_results
 from reports.schema import split_metric_key
 
