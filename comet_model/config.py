@@ -9,12 +9,14 @@ builds a config back (missing keys keep their defaults; unknown keys and wrong t
 Type rules of the flat form: ints are accepted for floats, lists for tuples, ``None`` only for
 optional fields; bools are never accepted as ints or floats (nor ints as bools).
 
-``comet`` defaults to True (every preset runs full COMET): the CMoE-Adapter (``moe.enabled``; off
--> one plain linear adapter), EWC (``ewc.enabled``; by default also on the mediator's encoder,
-``ewc.mediator``, our extension) and pseudo-modality replay with the expanding codebook
-(``replay.enabled``, ``replay.k2``) in the continual pipeline. ``comet=False`` is the
-plain continual baseline (DCID, CMCM or TURN by ``method``): no adapter, no EWC, no replay and a
-fixed codebook size.
+``comet`` defaults to True (every preset runs the paper's COMET): the CMoE-Adapter (``moe.enabled``),
+EWC on the adapter (``ewc.enabled``) and pseudo-modality replay with the expanding codebook
+(``replay.enabled``, ``replay.k2``) in the continual pipeline. ``comet=False`` is the plain
+continual baseline (DCID, CMCM or TURN by ``method``): no adapter, no EWC, no replay and a fixed
+codebook size. Our own extensions are switches that are off in every preset: ``ewc.mediator``
+(EWC also on the mediator's encoder), ``moe.linear_fallback`` (a linear adapter when the MoE is
+off) and ``loss.add_cpc`` (a Cross-CPC control for TURN and CMCM). ``codebook.protect_old``
+(old codes exempt from the dead-code reset in later stages) follows the spec: on with COMET.
 """
 
 from __future__ import annotations
@@ -99,6 +101,9 @@ class CodebookConfig(Section):
     dead_code_threshold: int = 100  # steps unused before a code is re-seeded
     pairing: Literal["index", "attention"] = "index"  # partner vector for MM-EMA / cross terms
     init: Literal["data", "uniform"] = "data"  # seed codes from data tokens or U(-1/K, 1/K)
+    # stages >= 2: codes of earlier stages exempt from the dead-code reset (spec section 5, not
+    # the paper): "with_comet" = on exactly when COMET is on; "on"/"off" for the control arms
+    protect_old: Literal["with_comet", "on", "off"] = "with_comet"
     cmcm_temperature: float = 1.0  # temperature of the CMCM code distributions
 
     def _validate(self) -> None:
@@ -115,12 +120,14 @@ class MoEConfig(Section):
     """CMoE-Adapter (paper Eq. 4-5, spec section 3); used only when ``comet`` is on."""
 
     _name: ClassVar[str] = "moe"
-    enabled: bool = True  # switch "MoE": off -> a single plain linear adapter
+    enabled: bool = True  # switch "MoE": off -> no adapter (or a linear one, linear_fallback)
     num_experts: int = 6  # O
     specific_layers: bool = True  # switch "SL": modality-specific expert layers
     combine: Literal["parallel", "sequential"] = "parallel"  # how common + specific combine
     residual: bool = True  # x + MoE(x)
     top_k: int = 0  # 0 = dense mixture, else top-k gating
+    # ours, not the paper's: with the MoE off, a plain residual linear adapter instead of none
+    linear_fallback: bool = False
 
     def _validate(self) -> None:
         self._require(self.num_experts >= 1, "num_experts", ">= 1")
@@ -138,10 +145,9 @@ class EWCConfig(Section):
     gamma: float = 1.0  # online accumulation F <- gamma F + F_new
     fisher_batches: int = 10  # N_f batches for the Fisher estimate
     # Extension, not in the paper (whose EWC covers the adapter only): EWC also on the
-    # mediator's semantic encoder, against its drift in later stages (spec section 9). Default
-    # on because validation supports it (digits world, val split: objective +8.5 / +9.2 points
-    # after stage 3, plans full / overlap, 3 seeds); False = the paper's scope.
-    mediator: bool = True
+    # mediator's semantic encoder, against its drift in later stages (spec section 9). Off in
+    # every preset (COMET means the paper's method); arms that turn it on say "+mEWC".
+    mediator: bool = False
 
     def _validate(self) -> None:
         self._require(self.lam >= 0, "lam", ">= 0")
@@ -179,10 +185,14 @@ class LossConfig(Section):
     club: float = 0.1  # CLUB MI upper bound (spec section 9: 1.0 breaks alignment)
     gate: float = 0.1  # MoE load balance (switch "gate" = 0)
     contrastive: float = 1.0  # TURN global InfoNCE
+    # control arm, not a method of the paper: add DCID's Cross-CPC loss (weight loss.cpc) to
+    # TURN or CMCM, which "+COMET" brings in for its PMR term
+    add_cpc: bool = False
 
     def _validate(self) -> None:
         for f in fields(self):
-            self._require(getattr(self, f.name) >= 0, f.name, ">= 0")
+            if f.name != "add_cpc":
+                self._require(getattr(self, f.name) >= 0, f.name, ">= 0")
 
 
 @dataclass(frozen=True)
@@ -240,8 +250,6 @@ class DataConfig(Section):
     train_sequences: int = 4000  # training sequences per stage
     val_sequences: int = 400  # validation sequences per stage
     seed: int = 0  # seed of the data builder (fixed across model seeds)
-    downstream_split: Literal["test", "val"] = "test"  # "val": downstream sets from held-out
-    # training-pool instances (digits world), for choosing settings without the test sequences
 
     def _validate(self) -> None:
         self._require(len(self.stages) >= 1, "stages", "a non-empty list")
@@ -261,11 +269,18 @@ class EvalConfig(Section):
     epochs: int = 20  # head training epochs
     lr: float = 3e-3  # head learning rate (Adam)
     batch_size: int = 128  # head batch size
+    # downstream splits evaluated after every stage: "val" (sets from held-out training-pool
+    # instances: what every choice is made on) and "test" (what tables report); the metrics of
+    # "val" carry the key prefix "val/"
+    splits: tuple[str, ...] = ("val", "test")
 
     def _validate(self) -> None:
         self._require(self.epochs >= 1, "epochs", ">= 1")
         self._require(self.lr > 0, "lr", "> 0")
         self._require(self.batch_size >= 1, "batch_size", ">= 1")
+        ok = bool(self.splits) and set(self.splits) <= {"val", "test"}
+        self._require(ok and len(set(self.splits)) == len(self.splits), "splits",
+                      "distinct entries of 'val', 'test'")  # fmt: skip
 
 
 @dataclass(frozen=True)

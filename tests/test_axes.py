@@ -9,7 +9,7 @@ from ablations.keys import AXIS_KEYS, axes_of
 from comet_model.config import ExperimentConfig
 from reports.schema import AXES as RECORD_COLUMNS
 from search_spaces.axes import AXES, by_column, by_key
-from search_spaces.grids import GRIDS
+from search_spaces.grids import GRIDS, get_grid
 from search_spaces.optuna_space import SEARCHED
 
 ARROW = {"int": pa.int32(), "float": pa.float64(), "bool": pa.bool_(), "str": pa.string()}
@@ -28,7 +28,7 @@ def test_every_axis_is_a_config_key_of_its_kind() -> None:
 def test_records_carry_every_axis_as_a_typed_column() -> None:
     assert AXIS_KEYS == {a.column: a.key for a in AXES}
     for axis in AXES:
-        assert RECORD_COLUMNS[axis.column] == ARROW[axis.kind], axis.column
+        assert ARROW[axis.kind] == RECORD_COLUMNS[axis.column], axis.column
     row = axes_of(ExperimentConfig().to_flat(), variant="full", preset="default")
     assert set(row) == set(RECORD_COLUMNS)  # a run's axes fill exactly the record columns
 
@@ -50,7 +50,7 @@ def test_the_optuna_space_searches_axes_on_their_scale() -> None:
 @pytest.mark.parametrize("grid", sorted(GRIDS))
 def test_grid_arm_labels_name_their_axis_values(grid: str) -> None:
     """A grid sweeping an axis labels each arm with that axis's prefix and value."""
-    arms = GRIDS[grid]()
+    arms = get_grid(grid)
     keys = by_key()
     for label, overrides in arms.items():
         swept = [k for k in overrides if k in keys and keys[k].curve]

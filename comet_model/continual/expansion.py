@@ -2,8 +2,10 @@
 
 Stage s >= 2 with COMET starts by freezing a copy of the codebook as the teacher V1 (replay on)
 and appending ``replay.k2`` codes seeded from random semantic tokens of THIS stage's training
-data (EMA statistics at zero); dead-code reset then only touches the new block, so the old codes,
-which the old data no longer reaches, are never re-seeded. :func:`pseudo_source` gives the
+data (EMA statistics at zero); with ``codebook.protect_old`` (on with COMET, spec section 5) the
+dead-code reset then only touches the new block, so the old codes, which the old data no longer
+reaches, are never re-seeded. Without COMET the same protection (a control arm) leaves no code
+to reset in later stages. :func:`pseudo_source` gives the
 pseudo-modality stream of the stage: the mediator's semantic sequence mapped to its nearest codes
 over ``[V1 ; newest block]``.
 """
@@ -21,7 +23,14 @@ from comet_model.data.types import StageData
 from comet_model.nn.model import CometModel
 from comet_model.nn.replay import PseudoModality, PseudoModalityReplay
 
-__all__ = ["expand_codebook", "pseudo_source"]
+__all__ = ["expand_codebook", "protects_old_codes", "pseudo_source"]
+
+
+def protects_old_codes(cfg: ExperimentConfig) -> bool:
+    """Whether stages >= 2 exempt earlier stages' codes from the dead-code reset
+    (``codebook.protect_old``; "with_comet": exactly when COMET is on)."""
+    mode = cfg.codebook.protect_old
+    return cfg.comet if mode == "with_comet" else mode == "on"
 
 
 def expand_codebook(
@@ -47,8 +56,9 @@ def expand_codebook(
             else torch.randint(n, (k2,), generator=generator)
         )
         init = tokens[rows.to(tokens.device)]
-    # appending (even nothing) moves reset_start to the old size: old codes are never re-seeded
-    model.codebook.append_codes_(init)
+    # with protection, appending (even nothing) moves reset_start to the old size: the old codes
+    # are never re-seeded
+    model.codebook.append_codes_(init, protect_old=protects_old_codes(cfg))
 
 
 def pseudo_source(

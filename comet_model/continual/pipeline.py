@@ -48,7 +48,7 @@ from comet_model.config import ConfigError, ExperimentConfig
 from comet_model.continual import checkpoint as ckpt
 from comet_model.continual.consolidation import consolidate
 from comet_model.continual.ewc import EWCPenalty
-from comet_model.continual.expansion import expand_codebook
+from comet_model.continual.expansion import expand_codebook, protects_old_codes
 from comet_model.continual.resume import (
     CHECKPOINT,
     ResumeError,
@@ -59,6 +59,7 @@ from comet_model.continual.resume import (
 from comet_model.continual.stage import prepare_stage
 from comet_model.continual.train import MetricsCallback, train_stage
 from comet_model.data.types import Benchmark, StageData
+from comet_model.data.validation import with_validation
 from comet_model.eval.downstream import evaluate_stage
 from comet_model.eval.metrics import continual_metrics
 from comet_model.nn.model import CometModel
@@ -121,15 +122,13 @@ def build_benchmark(cfg: ExperimentConfig) -> Benchmark:
 
     d = cfg.data
     if d.source == "plan":
-        if d.downstream_split != "test":
-            raise ConfigError("data.downstream_split: 'val' needs the digits or synthetic source")
         return make_benchmark("plan", plan_file=d.plan_file)
     kw: dict[str, Any] = {
         "stages": d.stages, "seed": d.seed, "steps": d.steps,
         "train_sequences": d.train_sequences, "val_sequences": d.val_sequences,
     }  # fmt: skip
     if d.source == "digits":
-        kw |= {"class_plan": d.class_plan, "downstream_split": d.downstream_split}
+        kw["class_plan"] = d.class_plan
     return make_benchmark(d.source, **kw)
 
 
@@ -149,9 +148,26 @@ def _check_cmg_widths(cfg: ExperimentConfig, stages: Sequence[StageData]) -> Non
                 )
 
 
-def _eval_generator(seed: int, index: int) -> torch.Generator:
-    # stage 1 uses seed + 1, as the single-stage runs before the continual pipeline did
-    return torch.Generator().manual_seed(seed + 1 + 7919 * index)
+def _eval_generator(seed: int, index: int, split: str) -> torch.Generator:
+    # test, stage 1: seed + 1, as the single-stage runs before the continual pipeline did
+    return torch.Generator().manual_seed(seed + 1 + 7919 * index + (104729 if split == "val" else 0))
+
+
+def _split_key(split: str, key: str) -> str:
+    """Metric key of ``split``: test keys are plain, validation keys carry ``val/``."""
+    return key if split == "test" else f"{split}/{key}"
+
+
+def _plain(metrics: dict[str, float], split: str) -> dict[str, float]:
+    """The evaluation of ``split`` in a stage's metrics, without the derived keys."""
+    prefix = "" if split == "test" else f"{split}/"
+    out = {}
+    for key, value in metrics.items():
+        if split == "test" and key.startswith("val/"):
+            continue
+        if key.startswith(prefix) and not key[len(prefix) :].startswith(_DERIVED):
+            out[key[len(prefix) :]] = value
+    return out
 
 
 @dataclass
@@ -167,7 +183,7 @@ class _Run:
     ewc: EWCPenalty | None
     replay: PseudoModalityReplay | None
     reports: list[StageReport]
-    evals: list[dict[str, float]] = field(default_factory=list)  # plain evaluations per stage
+    evals: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # split -> per stage
     seen: list[str] = field(default_factory=list)  # modalities in order of first appearance
 
     def see(self, stage: StageData) -> None:
@@ -203,8 +219,8 @@ def _start(
             StageReport(i + 1, n, m, path, s) for i, (n, m, s) in enumerate(saved_stages(state))
         ]
         run = _Run(cfg, benchmark, names, path, model, generator, ewc, replay, reports)
-        run.evals = [{k: v for k, v in r.metrics.items() if not k.startswith(_DERIVED)}
-                     for r in reports]  # fmt: skip
+        run.evals = {split: [_plain(r.metrics, split) for r in reports]
+                     for split in cfg.eval.splits}  # fmt: skip
         for s in benchmark.stages[: len(reports)]:
             run.see(s)
     for module in (ewc, replay):
@@ -225,6 +241,8 @@ def _train(run: _Run, i: int, on_metrics: MetricsCallback | None) -> tuple[dict,
         replay = None
     if i > 0 and cfg.comet:
         expand_codebook(model, stage, cfg, replay, run.generator)
+    elif i > 0 and protects_old_codes(cfg):  # the control arm: a baseline keeping its codes
+        model.codebook.reset_start.fill_(model.codebook_size)
     times["setup_s"] = time.perf_counter() - tick
 
     def report_row(row: dict[str, Any]) -> None:
@@ -245,12 +263,7 @@ def _train(run: _Run, i: int, on_metrics: MetricsCallback | None) -> tuple[dict,
 
     tick = time.perf_counter()
     run.see(stage)
-    gen = _eval_generator(cfg.seed, i)
-    metrics = evaluate_stage(model, run.benchmark, cfg, run.seen, stage.mediator, generator=gen)
-    run.evals.append(metrics)
-    metrics = metrics | continual_metrics(
-        run.evals, [s.modalities for s in run.benchmark.stages[: i + 1]]
-    )
+    metrics = _evaluate(run, i)
     times["eval_s"] = time.perf_counter() - tick
     if on_metrics is not None:
         on_metrics({"kind": "eval", "stage": stage.name, "stage_index": index, **metrics})
@@ -260,6 +273,26 @@ def _train(run: _Run, i: int, on_metrics: MetricsCallback | None) -> tuple[dict,
         "codebook_size": model.codebook_size, **times,
     }  # fmt: skip
     return metrics, info
+
+
+def _evaluate(run: _Run, i: int) -> dict[str, float]:
+    """Every split of ``cfg.eval.splits`` after stage ``i``: downstream metrics, objective and
+    forgetting ("val/" keys for the validation sets)."""
+    cfg, stage = run.cfg, run.benchmark.stages[i]
+    stage_mods = [s.modalities for s in run.benchmark.stages[: i + 1]]
+    metrics: dict[str, float] = {}
+    for split in cfg.eval.splits:
+        sets = run.benchmark.downstream if split == "test" else run.benchmark.validation
+        if sets is None and run.benchmark.downstream is not None:
+            continue  # no validation sets could be carved (tiny training sets)
+        gen = _eval_generator(cfg.seed, i, split)
+        plain = evaluate_stage(run.model, run.benchmark, cfg, run.seen, stage.mediator,
+                               generator=gen, sets=sets)  # fmt: skip
+        history = run.evals.setdefault(split, [])
+        history.append(plain)
+        found = plain | continual_metrics(history, stage_mods)
+        metrics |= {_split_key(split, k): v for k, v in found.items()}
+    return metrics
 
 
 def _finish(
@@ -341,6 +374,8 @@ def run_continual(
             f"benchmark stages {[s.name for s in benchmark.stages]} differ from {names}"
         )
     _check_cmg_widths(cfg, benchmark.stages)
+    if "val" in cfg.eval.splits:
+        benchmark = with_validation(benchmark, cfg.data.seed)
     run = _start(cfg, benchmark, names, path, state, dev)
     for i in range(done, len(benchmark.stages)):
         metrics, info = _train(run, i, on_metrics)

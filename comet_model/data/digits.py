@@ -13,10 +13,10 @@ Pools and splits:
 - downstream training sets (``ave_train``, ``avvp_train``) draw from the whole train pool;
 - test sequences (``ave_test``, ``avvp_test``, ``retrieval``) draw only from the test pools.
 
-With ``downstream_split="val"`` the downstream sets are for model selection instead: training
-sets draw from the train pool minus the held-out tenth, the "test" sets (``ave_test``,
-``avvp_test``, ``retrieval``) only from that held-out tenth, so settings can be chosen without
-ever looking at test-pool instances (the stage sequences are the same in both modes).
+The validation downstream sets (``Benchmark.validation``, for model selection) are the same
+sets drawn from the train pool minus the held-out tenth (head training sets) and that tenth
+(``ave_test``, ``avvp_test``, ``retrieval``), so settings are chosen without ever looking at
+test-pool instances (the stage sequences are the same in both).
 
 Class plans: ``"full"`` gives every stage all ten digits; ``"overlap"`` is the paper's partial
 overlap: stage 1 digits 0-7, stage 2 digits 2-9, every later stage all digits (a single stage
@@ -83,10 +83,9 @@ class DigitsPlan:
     """The whole digits benchmark as row indices (see :func:`plan_digits`)."""
 
     stages: tuple[StagePlan, ...]
-    downstream: Mapping[
-        str, IndexedSequences
-    ]  # ave_train, ave_test, avvp_train, avvp_test, retrieval
+    downstream: Mapping[str, IndexedSequences]  # ave_train, ave_test, avvp_train, avvp_test, retrieval
     mediator: str | None
+    validation: Mapping[str, IndexedSequences]  # the same sets from the held-out train tenth
 
 
 def parse_stage(name: str, known: Sequence[str]) -> tuple[str, ...]:
@@ -200,9 +199,6 @@ class DigitsSpec:
         background_fraction: share of background runs in stage sequences.
         seed: everything is a function of the seed; the downstream sets do not depend on the
             stage list, class plan or stage sizes.
-        downstream_split: "test" (default) or "val": downstream sets from the train pools'
-            held-out tenth (test sets) and the rest of the train pools (head training sets),
-            for choosing settings without test data.
     """
 
     stages: tuple[str, ...] = DataConfig.stages
@@ -215,7 +211,6 @@ class DigitsSpec:
     retrieval_items: int = 500
     background_fraction: float = 0.25
     seed: int = DataConfig.seed
-    downstream_split: str = DataConfig.downstream_split
 
     def checked(self, bank: FeatureBank) -> tuple[list[tuple[str, ...]], dict[str, int]]:
         """The stages' modalities and the downstream sizes; raises DataError on a bad value."""
@@ -232,10 +227,6 @@ class DigitsSpec:
                 f"digits: unknown downstream set {sorted(unknown)[0]!r} (known: {list(sizes)})"
             )
         sizes.update(self.downstream_sizes or {})
-        if self.downstream_split not in ("test", "val"):
-            raise DataError(
-                f"digits: downstream_split must be 'test' or 'val': {self.downstream_split!r}"
-            )
         return [parse_stage(s, tuple(bank.modalities)) for s in self.stages], sizes
 
 
@@ -311,10 +302,11 @@ def plan_digits(
     train_pools = {m: _pools(bank, m, 0) for m in known}
     test_pools = {m: _pools(bank, m, 1) for m in known}
     stages = _plan_stages(spec, bank, stage_mods, fit_pools, val_pools)
-    if spec.downstream_split == "val":  # model selection: never a test-pool instance
-        train_pools, test_pools = fit_pools, val_pools
     downstream = _plan_downstream(spec, bank, sizes, train_pools, test_pools)
-    return DigitsPlan(tuple(stages), downstream, find_mediator(stage_mods))
+    # model selection: heads on the train pools minus the held-out tenth, scored on that tenth;
+    # never a test-pool instance (the same label draws as the test sets)
+    validation = _plan_downstream(spec, bank, sizes, fit_pools, val_pools)
+    return DigitsPlan(tuple(stages), downstream, find_mediator(stage_mods), validation)
 
 
 def materialise(indexed: IndexedSequences, bank: FeatureBank) -> Sequences:
@@ -351,9 +343,11 @@ def digits_benchmark(
         for s in plan.stages
     )
     down = {k: materialise(v, bank) for k, v in plan.downstream.items()}
+    val = {k: materialise(v, bank) for k, v in plan.validation.items()}
     return Benchmark(
         stages=stage_data,
         downstream=DownstreamSets(**down),
+        validation=DownstreamSets(**val),
         feature_dims={m: bank[m].dim for m in bank.modalities},
         num_classes=bank.num_classes,
         background_class=bank.background_class,

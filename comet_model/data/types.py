@@ -144,3 +144,6 @@ class Benchmark:
     num_classes: int  # classes including background
     background_class: int | None = None  # class id of "no event" (digits world: 10)
     class_names: tuple[str, ...] = field(default_factory=tuple)
+    # validation downstream sets, never built from test data (model selection); None: carved
+    # from the downstream training sets when needed (comet_model.data.validation)
+    validation: DownstreamSets | None = None

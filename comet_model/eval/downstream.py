@@ -147,15 +147,17 @@ def evaluate_stage(
     mediator: str | None,
     *,
     generator: torch.Generator,
+    sets: DownstreamSets | None = None,
 ) -> dict[str, float]:
-    """Downstream metrics of the modalities ``seen`` so far that the downstream sets have.
+    """Downstream metrics of the modalities ``seen`` so far that the downstream sets (``sets``,
+    default ``benchmark.downstream``) have.
 
     Classification and localisation (ave, avvp, ave_avvp) for the ordered pairs among the
     non-mediator modalities (all modalities when there is no mediator), retrieval for every
     unordered pair (mediator last in the name), codebook usage and size. Heads train with
     ``cfg.eval``.
     """
-    sets = benchmark.downstream
+    sets = benchmark.downstream if sets is None else sets
     out = {"usage/codebook_size": float(model.codebook_size)}
     if sets is None:
         return out

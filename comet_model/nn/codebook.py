@@ -291,15 +291,17 @@ class SharedCodebook(ResizingBuffers):
         self.unused.zero_()
 
     @torch.no_grad()
-    def append_codes_(self, init: Tensor) -> None:
-        """Append ``init [K2, D]`` as new codes (EMA statistics 0); reset_start := old size."""
+    def append_codes_(self, init: Tensor, *, protect_old: bool = True) -> None:
+        """Append ``init [K2, D]`` as new codes (EMA statistics 0); with ``protect_old`` the
+        dead-code reset then only touches the new codes (reset_start := old size)."""
         old = self.size
         init = init.detach().to(self.embed)
         self.embed = torch.cat([self.embed, init])
         self.embed_avg = torch.cat([self.embed_avg, torch.zeros_like(init)])
         self.cluster_size = torch.cat([self.cluster_size, init.new_zeros(init.shape[0])])
         self.unused = torch.cat([self.unused, self.unused.new_zeros(init.shape[0])])
-        self.reset_start.fill_(old)
+        if protect_old:
+            self.reset_start.fill_(old)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, size={self.size}, decay={self.decay}, pairing={self.pairing}"

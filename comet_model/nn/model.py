@@ -142,13 +142,16 @@ class CometModel(nn.Module):
                 mc.dim, m.num_experts, specific_layers=m.specific_layers, combine=m.combine,
                 residual=m.residual, top_k=m.top_k,
             )  # fmt: skip
-        elif cfg.comet:
+        elif cfg.comet and cfg.moe.linear_fallback:  # ours: a plain linear adapter, no experts
             adapter = LinearAdapter(mc.dim, residual=cfg.moe.residual)
         weights = vars(cfg.loss)
-        active = [n for n in METHOD_LOSSES[cfg.method] if weights[n] > 0]
+        losses = METHOD_LOSSES[cfg.method]
+        if cfg.loss.add_cpc and "cpc" not in losses:  # control arm: Cross-CPC for TURN / CMCM
+            losses = (*losses, "cpc")
+        active = [n for n in losses if weights[n] > 0]
         if isinstance(adapter, MoEAdapter) and cfg.loss.gate > 0:
             active.append("gate")
-        needs_cpc = cfg.method == "dcid" or (cfg.comet and cfg.replay.enabled)
+        needs_cpc = "cpc" in losses or (cfg.comet and cfg.replay.enabled)
         cpc = CrossCPC(mc.dim, num_layers=mc.cpc_layers) if needs_cpc else None
         model = cls(
             encoders, codebook, adapter=adapter, cpc=cpc, active=tuple(active),
