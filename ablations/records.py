@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from reports.schema import AXES, METRICS_SCHEMA, RUNS_SCHEMA, split_metric_key
+from reports.schema import AXES, METRICS_SCHEMA, RUNS_SCHEMA, split_metric_key, split_of
 
 
 def _now() -> datetime:
@@ -63,10 +63,10 @@ def write_stage_metrics(
     now = _now()
     rows = []
     for key in sorted(metrics):
-        task, pair, metric = split_metric_key(key)
-        rows.append(
-            base | {"task": task, "pair": pair, "metric": metric, "value": float(metrics[key])}
-        )
+        split, plain = split_of(key)
+        task, pair, metric = split_metric_key(plain)
+        rows.append(base | {"split": split, "task": task, "pair": pair, "metric": metric,
+                            "value": float(metrics[key])})  # fmt: skip
         rows[-1]["recorded_at"] = now
     table = pa.Table.from_pylist(rows, schema=METRICS_SCHEMA)
     path = Path(root) / "records" / "metrics" / f"{run_key}-s{stage}-{time.time_ns()}.parquet"
@@ -88,12 +88,13 @@ def write_run(
     config: Mapping[str, object],
     error: str = "",
     wall_s: float = float("nan"),
+    selected_on: str = "",
 ) -> Path:
     """Record a run's status (``complete`` or ``failed``) with its full resolved config."""
     row = {"sweep": sweep, "run_key": run_key, "seed": seed, "trial_id": trial_id}
     row |= _axes_values(axes)
     row |= {"status": status, "stages_done": stages_done, "num_stages": num_stages}
-    row |= {"error": error, "wall_s": wall_s, "recorded_at": _now()}
+    row |= {"error": error, "selected_on": selected_on, "wall_s": wall_s, "recorded_at": _now()}
     row["config_json"] = json.dumps(dict(config), sort_keys=True, default=str)
     table = pa.Table.from_pylist([row], schema=RUNS_SCHEMA)
     path = Path(root) / "records" / "runs" / f"{run_key}-{time.time_ns()}.parquet"

@@ -4,6 +4,12 @@ Each trial is one full continual pipeline (all stages of the stage plan), report
 stage. Running the same command again resumes: finished runs are skipped, interrupted runs
 continue after their last finished stage. Results are Parquet records under
 ``STORAGE/NAME/records`` (build tables and figures with ``python reports/build.py``).
+
+Selection protocol: every run is evaluated on validation and test downstream sets. An Optuna
+search optimises a validation metric (``val/objective`` by default; a test metric needs
+``--select-on-test`` and is marked in the report), then reruns the best configuration over
+``--confirm-seeds`` new seeds (sweep ``NAME-confirm``), whose test metrics are what the report
+shows for it.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from comet_model._cli import OneLineParser, non_negative_float, positive_float, 
 EPILOG = """examples:
   python ablations/run.py --grid experts                      # expert-count curve, 3 seeds
   python ablations/run.py --grid ablations --preset smoke     # quick plumbing check
-  python ablations/run.py --search optuna --num-samples 20 --metric objective
+  python ablations/run.py --grid ablations --dry-run          # print every run, start nothing
+  python ablations/run.py --search optuna --num-samples 20    # chosen on val, confirmed on test
   python ablations/run.py --grid experts --gpus-per-trial 0.25   # 4 trials per GPU
   RAY_ADDRESS=head:6379 python ablations/run.py --grid methods --storage /shared/results
 Run the same command again to resume after Ctrl-C, SIGTERM or a crash; --fresh starts over."""
@@ -40,6 +47,17 @@ def _seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
+def _count(text: str) -> int:
+    """An integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from search_spaces.grids import GRIDS
 
@@ -53,7 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--grid", help=f"named grid: {', '.join(GRIDS)}")
     what.add_argument("--search", choices=["optuna"], help="Optuna search over EWC lambda, K2, PMR")
     p.add_argument("--num-samples", type=positive_int, default=20, help="Optuna trials (20)")
-    p.add_argument("--metric", default="objective", help="metric to optimise (objective)")
+    p.add_argument(
+        "--metric",
+        default="val/objective",
+        help="Optuna: metric to optimise (val/objective: the validation objective)",
+    )
+    p.add_argument(
+        "--select-on-test",
+        action="store_true",
+        help="Optuna: allow a test metric as --metric (the report marks the search)",
+    )
+    p.add_argument(
+        "--confirm-seeds",
+        type=_count,
+        default=5,
+        help="Optuna: rerun the best configuration over N new seeds (5; 0: no rerun)",
+    )
     p.add_argument("--mode", choices=["max", "min"], default="max")
     p.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="count or list (3 = 0,1,2)")
     p.add_argument("--preset", choices=["smoke", "default", "paper"], default="default")
@@ -84,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fresh", action="store_true", help="delete this sweep's results and start over"
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print every run (arm, seed, run key, overrides) as JSON lines and stop",
+    )
     return p
 
 
@@ -98,66 +136,86 @@ def _parse_sets(items: list[str], cfg) -> dict[str, object]:
     return dict(parse_override(item, cfg) for item in items)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from ablations.sweep import Resources, SweepError, SweepSpec, run_sweep
-    from comet_model.config import ConfigError, ExperimentConfig, preset
+def make_spec(args: argparse.Namespace):
+    """The sweep of a command line; raises KeyError, ValueError or ConfigError (one line)."""
+    from ablations.sweep import SweepSpec
+    from comet_model.config import ExperimentConfig, preset
     from search_spaces.grids import check_keys, get_grid
 
+    cfg = preset(args.preset)
+    flat = cfg.to_flat()
+    base = _parse_sets(args.set, cfg)
+    if args.plan is not None:
+        if not args.plan.is_file():
+            raise ValueError(f"{args.plan}: stage plan file not found")
+        base |= {"data.source": "plan", "data.plan_file": str(args.plan.resolve())}
+    if args.grid:
+        arms = get_grid(args.grid)
+        name = args.name or f"{args.grid}-{args.preset}"
+    else:
+        arms = {"search": {"comet": True}}
+        name = args.name or f"optuna-{args.preset}"
+        if not args.metric.startswith("val/") and not args.select_on_test:
+            raise ValueError(
+                f"--metric {args.metric} is not a validation metric: choices are made on "
+                "validation metrics (val/...); pass --select-on-test to optimise it anyway"
+            )
+    check_keys(arms, flat)
+    swept = sorted({k for overrides in arms.values() for k in overrides} & set(base))
+    if swept:
+        raise ValueError(f"--set {swept[0]} conflicts with the grid, which sweeps that key")
+    for overrides in arms.values():  # every arm must resolve to a valid config
+        ExperimentConfig.from_flat({**flat, **base, **overrides})
+    if args.max_failures < 0:
+        raise ValueError("--max-failures must be >= 0")
+    return SweepSpec(name=name, preset=args.preset, seeds=args.seeds, arms=arms, base=base,
+                     search="optuna" if args.search else "grid", num_samples=args.num_samples,
+                     metric=args.metric, mode=args.mode)  # fmt: skip
+
+
+def dry_run(spec) -> int:
+    """Print every run of ``spec`` as one JSON line (nothing is started or written)."""
+    import json
+
+    from ablations.sweep import planned_runs
+
+    for run in planned_runs(spec):
+        print(json.dumps(run, default=list))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ablations.sweep import Resources, SweepError, run_sweep
+    from comet_model.config import ConfigError
+
     try:
-        cfg = preset(args.preset)
-        flat = cfg.to_flat()
-        base = _parse_sets(args.set, cfg)
-        if args.plan is not None:
-            if not args.plan.is_file():
-                return _fail(f"{args.plan}: stage plan file not found")
-            base |= {"data.source": "plan", "data.plan_file": str(args.plan.resolve())}
-        if args.grid:
-            arms = get_grid(args.grid)
-            name = args.name or f"{args.grid}-{args.preset}"
-        else:
-            arms = {"search": {"comet": True}}
-            name = args.name or f"optuna-{args.preset}"
-        check_keys(arms, flat)
-        swept = sorted({k for overrides in arms.values() for k in overrides} & set(base))
-        if swept:
-            return _fail(f"--set {swept[0]} conflicts with the grid, which sweeps that key")
-        for overrides in arms.values():  # every arm must resolve to a valid config
-            ExperimentConfig.from_flat({**flat, **base, **overrides})
+        spec = make_spec(args)
     except KeyError as exc:
         return _fail(str(exc.args[0]))
     except (ConfigError, ValueError) as exc:
         return _fail(str(exc))
-    if args.max_failures < 0:
-        return _fail("--max-failures must be >= 0")
+    if args.dry_run:
+        return dry_run(spec)
+    res = Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent,
+                    args.address or None, args.max_failures)  # fmt: skip
+    from ablations.summary import print_summary
 
-    spec = SweepSpec(
-        name=name,
-        preset=args.preset,
-        seeds=args.seeds,
-        arms=arms,
-        base=base,
-        search="optuna" if args.search else "grid",
-        num_samples=args.num_samples,
-        metric=args.metric,
-        mode=args.mode,
-    )
-    res = Resources(
-        args.cpus_per_trial,
-        args.gpus_per_trial,
-        args.max_concurrent,
-        args.address or None,
-        args.max_failures,
-    )
     try:
         outcome = run_sweep(spec, res, args.storage, fresh=args.fresh)
+        print_summary(outcome)
+        if spec.search == "optuna" and outcome.ok and args.confirm_seeds > 0:
+            from ablations.confirm import confirm_spec
+
+            confirm = confirm_spec(spec, outcome.exp_dir, args.confirm_seeds)
+            print(f"\nconfirming the best configuration on {args.confirm_seeds} new seeds: "
+                  f"sweep {confirm.name}", file=sys.stderr)  # fmt: skip
+            outcome = run_sweep(confirm, res, args.storage, fresh=args.fresh)
+            print_summary(outcome)
     except SweepError as exc:
         return _fail(str(exc))
     except ConnectionError as exc:
         return _fail(f"cannot connect to Ray: {str(exc).splitlines()[0]}")
-    from ablations.summary import print_summary
-
-    print_summary(outcome)
     if outcome.interrupted:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130

@@ -11,8 +11,20 @@ def natural_key(text: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(text)))
 
 
+def _objective_table(metrics):
+    """Per variant: mean, std and n of the final-stage objective on each split."""
+    last = metrics[metrics["stage"] == metrics["stage"].max()]
+    obj = last[last["task"] == "objective"]
+    if obj.empty:
+        return None
+    table = obj.pivot_table(index="variant", columns="split", values="value",
+                            aggfunc=["mean", "std", "count"], observed=True)  # fmt: skip
+    return table.loc[sorted(table.index, key=natural_key)]
+
+
 def print_summary(outcome) -> None:
-    """Print the sweep's final-stage results per variant and the completeness verdict."""
+    """Print the sweep's final-stage objective per variant (validation chooses, test reports)
+    and the completeness verdict."""
     from reports.load import ResultsError, load_results
 
     print(f"\nsweep results: {outcome.exp_dir / 'records'}")
@@ -20,16 +32,18 @@ def print_summary(outcome) -> None:
         metrics, _ = load_results(outcome.exp_dir)
     except ResultsError:
         metrics = None
-    if metrics is not None and not metrics.empty:
-        last = metrics[metrics["stage"] == metrics["stage"].max()]
-        obj = last[last["task"] == "objective"]
-        if not obj.empty:
-            table = obj.groupby("variant", observed=True)["value"].agg(["mean", "std", "count"])
-            table = table.loc[sorted(table.index, key=natural_key)]
-            print("final-stage objective (mean of unseen-pair metrics) per variant:")
-            for variant, row in table.iterrows():
-                std = 0.0 if row["count"] < 2 else row["std"]
-                print(f"  {variant:<24} {row['mean']:.3f} +- {std:.3f}  (n={int(row['count'])})")
+    table = None if metrics is None or metrics.empty else _objective_table(metrics)
+    if table is not None:
+        splits = [s for s in ("val", "test") if ("mean", s) in table.columns]
+        print("final-stage objective (mean of unseen-pair metrics) per variant, mean +- std (n);")
+        print("choose on val, report test:")
+        for variant, row in table.iterrows():
+            cells = []
+            for split in splits:
+                n = row[("count", split)]
+                std = 0.0 if not n or n < 2 else row[("std", split)]
+                cells.append(f"{split} {row[('mean', split)]:7.3f} +- {std:.3f} (n={int(n or 0)})")
+            print(f"  {variant:<24} " + "   ".join(cells))
     print(
         f"runs: {len(outcome.complete)}/{outcome.expected} complete, {len(outcome.failed)} failed, "
         f"{outcome.missing} missing; wall {outcome.wall_s / 60:.1f} min"

@@ -76,6 +76,30 @@ def expected_run_keys(spec: SweepSpec, preset_flat: dict) -> dict[str, tuple[str
     return keys
 
 
+def planned_runs(spec: SweepSpec) -> list[dict[str, object]]:
+    """Every run of ``spec`` (grid: arm x seed, with its run key and resolved overrides; search:
+    one entry per sample with the searched keys), in launch order."""
+    from comet_model.config import preset as get_preset
+
+    if spec.search == "optuna":
+        from search_spaces.axes import by_column
+        from search_spaces.optuna_space import SEARCHED
+
+        keys = [by_column()[c].key for c in SEARCHED]
+        return [{"sweep": spec.name, "arm": "search", "sample": i, "seed": spec.seeds[0],
+                 "searched": keys, "overrides": dict(spec.base), "metric": spec.metric}
+                for i in range(spec.num_samples)]  # fmt: skip
+    preset_flat = get_preset(spec.preset).to_flat()
+    runs = []
+    for arm, overrides in spec.arms.items():
+        for seed in spec.seeds:
+            merged = dict(spec.base) | dict(overrides)
+            key = run_key(resolve_flat(preset_flat, merged, seed))
+            runs.append({"sweep": spec.name, "arm": arm, "seed": seed, "run_key": key,
+                         "overrides": merged})  # fmt: skip
+    return runs
+
+
 def resolve_gpus(requested: float, cluster: dict) -> float:
     """The GPU share a trial may ask for: 0 on a GPU-less cluster (a GPU request there would
     leave every trial PENDING forever), else the request (a fraction packs trials per GPU)."""
@@ -107,6 +131,8 @@ def _init_ray(res: Resources) -> dict:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
 
+    if ray.is_initialized():  # a second sweep of the same command (the Optuna confirmation)
+        return ray.cluster_resources()
     if res.address:
         _check_address(res.address)
         ray.init(address=res.address, log_to_driver=False)
@@ -153,11 +179,16 @@ def _callback(progress: _Progress):
 
     class ProgressCallback(tune.Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            obj = result.get("objective", math.nan)
-            shown = "n/a (no unseen pair yet)" if math.isnan(obj) else f"{obj:.3f}"
+            cells = []
+            for split, key in (("val", "val/objective"), ("test", "objective")):
+                obj = result.get(key, math.nan)
+                cells.append(f"{split} {'n/a' if math.isnan(obj) else f'{obj:.3f}'}")
+            shown = " ".join(cells)
+            if all(c.endswith("n/a") for c in cells):
+                shown += " (no unseen pair yet)"
             progress.line(
                 f"{progress.label(trial)}: stage {result.get('stage')}/{progress.num_stages} "
-                f"objective={shown}"
+                f"objective {shown}"
             )
 
         def on_trial_complete(self, iteration, trials, trial, **info):

@@ -42,10 +42,12 @@ class _Trial:
     axes: dict[str, object]
     flat: dict[str, object]
     work: Path
+    selected_on: str = ""  # search trials: the metric the search optimises
 
     def write_run(self, status: str, stages_done: int, num_stages: int, **kw: Any) -> None:
         write_run(self.root, **self.common, axes=self.axes, status=status, config=self.flat,
-                  stages_done=stages_done, num_stages=num_stages, **kw)  # fmt: skip
+                  stages_done=stages_done, num_stages=num_stages,
+                  selected_on=self.selected_on, **kw)  # fmt: skip
 
 
 def _device(gpu_fraction: float) -> str:
@@ -80,6 +82,7 @@ def _reporter(trial: _Trial, metric: str) -> Callable[[Any], None]:
             metrics=metrics,
         )
         shown = {"stage": report.index, "objective": metrics.get("objective", math.nan)}
+        shown["val/objective"] = metrics.get("val/objective", math.nan)
         shown[metric] = metrics.get(metric, math.nan)
         shown |= {k: v for k, v in metrics.items() if k not in shown}
         scratch = trial.root / "scratch"
@@ -115,8 +118,10 @@ def comet_trial(
     key = run_key(flat)
     common = {"sweep": sweep, "run_key": key, "seed": int(config["seed"]),
               "trial_id": tune.get_context().get_trial_id() or ""}  # fmt: skip
-    axes = axes_of(flat, variant=str(config.get("arm", "search")), preset=preset)
-    trial = _Trial(Path(root), common, axes, flat, Path(root) / "work" / key)
+    variant = str(config.get("arm", "search"))
+    axes = axes_of(flat, variant=variant, preset=preset)
+    trial = _Trial(Path(root), common, axes, flat, Path(root) / "work" / key,
+                   selected_on=metric if variant == "search" else "")  # fmt: skip
     restored = tune.get_checkpoint()
     if restored is not None and not (trial.work / "checkpoint.pt").exists():
         with restored.as_directory() as d:

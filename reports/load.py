@@ -49,6 +49,8 @@ def load_results(results: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs = pd.concat([_read(d / "records" / "runs", RUNS_SCHEMA) for d in dirs], ignore_index=True)
     if metrics.empty and runs.empty:
         raise ResultsError(f"{results}: results folder holds no records")
+    if "split" in metrics:  # records from before the split column are test measurements
+        metrics["split"] = metrics["split"].fillna("test")
     metrics = (
         metrics.sort_values("recorded_at", kind="stable")
         .drop_duplicates(list(METRIC_KEY), keep="last")

@@ -6,7 +6,8 @@ Two tables, both tidy Parquet:
   ``stage`` is the 1-based index of the training stage just finished; ``task`` is the evaluation
   family (``ave``, ``avvp``, ``ave_avvp``, ``retrieval``, ``usage``, ``forgetting``, ``objective``),
   ``pair`` the modality pair in its direction (``video->audio``, ``image<->audio``) or a single
-  modality, or ``""``; ``metric`` the quantity (``acc``, ``f1``, ``r1`` ...). The axes that tables
+  modality, or ``""``; ``metric`` the quantity (``acc``, ``f1``, ``r1`` ...); ``split`` the
+  downstream sets measured on (``val`` chooses, ``test`` reports). The axes that tables
   group by (``variant``, ``method``, ``comet``, ``num_experts`` ...) are columns too, so a report
   never has to join.
 - ``runs``: one row per run_key, with its status (``complete``, ``failed``), error text, and the
@@ -26,7 +27,11 @@ SCHEMA_VERSION = "1"
 PRODUCER = "comet-cmg"
 
 #: Columns that identify one measurement; readers deduplicate on these (newest wins).
-METRIC_KEY = ("sweep", "run_key", "stage", "task", "pair", "metric")
+METRIC_KEY = ("sweep", "run_key", "stage", "split", "task", "pair", "metric")
+
+#: Downstream splits: "val" (held-out training-pool instances; what every choice is made on) and
+#: "test" (what tables report). Records written before the column existed read as "test".
+SPLITS = ("val", "test")
 
 #: Axes copied from the config into every metrics row (what tables and curves group by).
 AXES: dict[str, pa.DataType] = {
@@ -53,6 +58,7 @@ METRICS_SCHEMA = pa.schema(
         *AXES.items(),
         ("stage", pa.int32()),
         ("stage_name", pa.string()),
+        ("split", pa.string()),  # val | test (see SPLITS)
         ("task", pa.string()),
         ("pair", pa.string()),
         ("metric", pa.string()),
@@ -73,6 +79,7 @@ RUNS_SCHEMA = pa.schema(
         ("stages_done", pa.int32()),
         ("num_stages", pa.int32()),
         ("error", pa.string()),
+        ("selected_on", pa.string()),  # search trials: the metric the search chose on, else ""
         ("wall_s", pa.float64()),
         ("config_json", pa.string()),
         ("recorded_at", pa.timestamp("ms", tz="UTC")),
@@ -81,6 +88,13 @@ RUNS_SCHEMA = pa.schema(
 )
 
 RUN_KEY = ("sweep", "run_key")
+
+
+def split_of(key: str) -> tuple[str, str]:
+    """``(split, key without its split prefix)``: ``"val/ave/video->audio/acc"`` ->
+    ``("val", "ave/video->audio/acc")``; keys without a prefix are test metrics."""
+    head, _, rest = key.partition("/")
+    return (head, rest) if head in SPLITS and rest else ("test", key)
 
 
 def split_metric_key(key: str) -> tuple[str, str, str]:

@@ -26,7 +26,7 @@ def test_every_axis_is_a_config_key_of_its_kind() -> None:
 
 
 def test_records_carry_every_axis_as_a_typed_column() -> None:
-    assert AXIS_KEYS == {a.column: a.key for a in AXES}
+    assert {a.column: a.key for a in AXES} == AXIS_KEYS
     for axis in AXES:
         assert ARROW[axis.kind] == RECORD_COLUMNS[axis.column], axis.column
     row = axes_of(ExperimentConfig().to_flat(), variant="full", preset="default")

@@ -32,7 +32,13 @@ def test_presets_differ_where_documented() -> None:
     assert (default.model.dim, default.model.layers, default.model.heads) == (64, 1, 4)
     assert (default.model.ffn, default.codebook.size, default.train.epochs) == (128, 128, 7)
     assert default.model.dropout == 0.0 and paper.model.dropout == pytest.approx(0.1)
-    assert paper.train.epochs == 8
+    # the paper preset follows the original DCID where the paper is silent (dcid_reference 1.12)
+    assert (paper.train.epochs, paper.train.lr, paper.train.batch_size) == (6, 4e-4, 80)
+    assert (paper.loss.club, paper.club.inner_steps, paper.codebook.dead_code_threshold) == (
+        1.0, 5, 300)  # fmt: skip
+    assert paper.codebook.pairing == "attention"  # the paper's Eq. 3 (the code pairs by index)
+    assert not paper.model.norm_first and not paper.model.positional
+    assert not any(p.ewc.mediator for p in (smoke, default, paper))  # the paper's EWC scope
     assert (default.train.batch_size, default.data.train_sequences) == (80, 4000)
     assert default.loss.club == pytest.approx(0.1)
     assert (paper.model.dim, paper.codebook.size, paper.model.ffn) == (256, 400, 1024)

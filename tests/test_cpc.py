@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from comet_model.nn.cpc import CrossCPC
@@ -147,3 +148,51 @@ def test_masked_items_drop_out_of_the_batch():
     rest = cpc({m: x[1:] for m, x in feats.items()}, generator=torch.Generator().manual_seed(2))
     # both sums are divided by their own batch size
     torch.testing.assert_close(masked["cpc"] * B, rest["cpc"] * (B - 1))
+
+
+def _reference(cpc: CrossCPC, feats: dict, t: int, aux_w: dict | None = None) -> dict:
+    """dcid_reference 1.11 written as loops over pairs and items: at anchor t, stream y's LSTM
+    context predicts stream x at t + 1; score of item b against prediction c is the raw dot
+    product; the term of (x, y) is -sum_b w_b log softmax_c(score)[b, b] / B, weighted 1 for
+    cross pairs and 0.1 for self pairs; an aux stream's step weight at t + 1 multiplies every
+    term it takes part in (once for its self pair)."""
+    names = list(feats)
+    batch = next(iter(feats.values())).shape[0]
+    context = {}
+    for y in names:
+        out, _ = cpc.lstms[y](feats[y][:, : t + 1])
+        context[y] = cpc.predictors[y][0](out[:, t])  # [B, D]
+    cpc_sum, pmr_sum = torch.zeros(()), torch.zeros(())
+    for x in names:
+        for y in names:
+            term = torch.zeros(())
+            for b in range(batch):
+                scores = torch.stack([feats[x][b, t + 1] @ context[y][c] for c in range(batch)])
+                w = 1.0
+                for name in {x, y}:
+                    if aux_w and name in aux_w:
+                        w = w * aux_w[name][b, t + 1]
+                term = term - w * torch.log_softmax(scores, 0)[b]
+            term = term / batch * (cpc.self_weight if x == y else 1.0)
+            if aux_w and (x in aux_w or y in aux_w):
+                pmr_sum = pmr_sum + term
+            else:
+                cpc_sum = cpc_sum + term
+    return {"cpc": cpc_sum, "pmr": pmr_sum}
+
+
+def test_matches_a_per_pair_per_item_reference_with_an_aux_stream():
+    torch.manual_seed(0)
+    cpc = CrossCPC(6)
+    g = torch.Generator().manual_seed(3)
+    feats = {m: torch.randn(5, 7, 6, generator=g) for m in ("a", "t")}
+    aux = {"p": torch.randn(5, 7, 6, generator=g)}
+    weights = {"p": torch.rand(5, 7, generator=g)}
+    gen = torch.Generator().manual_seed(11)
+    t = CrossCPC(6)._anchor(7, torch.Generator().manual_seed(11))  # the anchor the call draws
+    with torch.no_grad():
+        got = cpc(feats, generator=gen, aux=aux, aux_step_weights=weights)
+        want = _reference(cpc, feats | aux, t, weights)
+    assert float(got["cpc"]) == pytest.approx(float(want["cpc"]), rel=1e-5)
+    assert float(got["pmr"]) == pytest.approx(float(want["pmr"]), rel=1e-5)
+    assert float(want["pmr"]) > 0 and float(want["cpc"]) > 0

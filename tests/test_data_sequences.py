@@ -210,3 +210,23 @@ def test_make_benchmark_dispatches() -> None:
         make_benchmark("imagenet")
     with pytest.raises(DataError, match="plan"):
         make_benchmark("plan")
+
+
+def test_validation_sets_never_use_test_instances() -> None:
+    """The validation downstream sets (model selection) draw only from training pools, their
+    scored sets only from the held-out tenth that no stage sequence uses."""
+    bank = load_bank()
+    plan = plan_digits(stages=("video-text", "audio-text", "image-text"), train_sequences=64,
+                       val_sequences=16, seed=1)  # fmt: skip
+    stage_rows = {m: set() for m in bank.modalities}
+    for s in plan.stages:
+        for m in s.modalities:
+            stage_rows[m] |= set(s.train.rows[m].ravel())
+    for key, ds in plan.validation.items():
+        for m, rows in ds.rows.items():
+            assert (bank[m].split[rows] == 0).all(), (key, m)  # never the test pool
+            if key in ("ave_test", "avvp_test", "retrieval"):
+                assert not set(rows.ravel()) & stage_rows[m], (key, m)  # held-out instances
+    for key, ds in plan.downstream.items():  # the test sets' scored sets: test pool only
+        if key in ("ave_test", "avvp_test", "retrieval"):
+            assert all((bank[m].split[rows] == 1).all() for m, rows in ds.rows.items()), key

@@ -359,9 +359,12 @@ def _run2(**flat: Any) -> tuple[ContinualResult, list[dict]]:
         ({"ewc.enabled": False}, {"gate"}, {"gate", "pmr"}, 20),
         ({"loss.gate": 0.0}, set(), {"pmr", "ewc"}, 20),
         ({"replay.k2": 0}, {"gate"}, {"gate", "pmr", "ewc"}, 16),
-        ({"moe.enabled": False}, set(), {"pmr", "ewc"}, 20),
+        ({"moe.enabled": False}, set(), {"pmr"}, 20),  # no adapter: EWC has nothing to keep
+        ({"moe.enabled": False, "moe.linear_fallback": True}, set(), {"pmr", "ewc"}, 20),
         ({"method": "cmcm"}, {"gate"}, {"gate", "pmr", "ewc"}, 20),
         ({"method": "turn", "comet": False}, set(), set(), 16),
+        ({"method": "turn", "comet": False, "loss.add_cpc": True}, {"cpc"}, {"cpc"}, 16),
+        ({"method": "cmcm", "comet": False, "loss.add_cpc": True}, {"cpc"}, {"cpc"}, 16),
     ],
 )
 def test_switches_do_what_they_say(
@@ -375,7 +378,7 @@ def test_switches_do_what_they_say(
     model = result.model
     assert model.codebook_size == size
     names = [n for n, _ in model.named_parameters()]
-    if not cfg.comet:
+    if not cfg.comet or not (cfg.moe.enabled or cfg.moe.linear_fallback):
         assert model.adapter is None and not any(n.startswith("adapter.") for n in names)
     elif not cfg.moe.enabled:
         assert isinstance(model.adapter, LinearAdapter) and not any("router" in n for n in names)
@@ -404,27 +407,27 @@ def test_ewc_state_follows_the_switches(tmp_path: Path) -> None:
     cfg = tiny_cfg(**{"data.stages": STAGES[:2]})
     run_continual(cfg, out_dir=tmp_path / "on", benchmark=bench(STAGES[:2]))
     state = ckpt.load(tmp_path / "on" / "checkpoint.pt")
-    assert cfg.ewc.mediator
+    assert not cfg.ewc.mediator
     assert int(state["ewc"]["consolidations"]) == 2  # after each stage, while its data exists
     assert any("specific%2Eb" in k for k in state["ewc"])  # b's specific layers were added
     off = cfg.override({"ewc.enabled": False})
     run_continual(off, out_dir=tmp_path / "off", benchmark=bench(STAGES[:2]))
     assert ckpt.load(tmp_path / "off" / "checkpoint.pt")["ewc"] is None
-    keys = state["ewc"]  # default: the mediator's semantic encoder too (our extension)
+    keys = state["ewc"]  # default: the paper's scope, the adapter only
+    assert not any("encoders" in k for k in keys) and any("adapter" in k for k in keys)
+    ours = cfg.override({"ewc.mediator": True})  # our extension: the mediator's encoder too
+    run_continual(ours, out_dir=tmp_path / "ours", benchmark=bench(STAGES[:2]))
+    keys = ckpt.load(tmp_path / "ours" / "checkpoint.pt")["ewc"]
     assert any("encoders%2Esemantic%2Et%2E" in k for k in keys)
     assert not any("encoders%2Esemantic%2Ea" in k for k in keys)
-    paper = cfg.override({"ewc.mediator": False})  # the paper's scope: the adapter only
-    run_continual(paper, out_dir=tmp_path / "paper", benchmark=bench(STAGES[:2]))
-    keys = ckpt.load(tmp_path / "paper" / "checkpoint.pt")["ewc"]
-    assert not any("encoders" in k for k in keys) and any("adapter" in k for k in keys)
 
 
 def test_every_sweep_grid_key_is_a_config_key() -> None:
-    from search_spaces.grids import GRIDS, check_keys
+    from search_spaces.grids import GRIDS, check_keys, get_grid
 
     flat = preset("default").to_flat()
-    for name, grid in GRIDS.items():
-        arms = grid()
+    for name in GRIDS:
+        arms = get_grid(name)
         check_keys(arms, flat)
         for overrides in arms.values():
             ExperimentConfig.from_flat({**flat, **overrides})  # valid values too
@@ -438,3 +441,18 @@ def test_runs_on_cuda() -> None:
     result = run_continual(tiny_cfg(**{"data.stages": STAGES[:2]}), benchmark=bench(STAGES[:2]),
                            device="cuda")  # fmt: skip
     assert result.model.codebook.embed.is_cuda and len(result.stages) == 2
+
+
+@pytest.mark.parametrize(
+    ("flat", "protected"),
+    [({}, True), ({"codebook.protect_old": "off"}, False), ({"comet": False}, False),
+     ({"comet": False, "codebook.protect_old": "on"}, True)],
+)  # fmt: skip
+def test_old_code_protection_follows_its_switch(flat: dict[str, Any], protected: bool) -> None:
+    result, _ = _run2(**flat)
+    cb = result.model.codebook
+    first = 16  # the stage-1 codebook size of tiny_cfg
+    if protected:  # later stages never re-seed a code of an earlier stage
+        assert int(cb.reset_start) >= first
+    else:
+        assert int(cb.reset_start) == 0

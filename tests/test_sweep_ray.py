@@ -100,7 +100,8 @@ def _interrupt_and_resume(tmp_path: Path, sig: int) -> None:
     assert sorted(Counter(metrics["run_key"]).values()) == sorted(
         Counter(metrics["run_key"]).values()
     )
-    assert metrics.duplicated(["run_key", "stage", "task", "pair", "metric"]).sum() == 0
+    assert metrics.duplicated(["run_key", "stage", "split", "task", "pair", "metric"]).sum() == 0
+    assert set(metrics["split"]) == {"val", "test"}  # every run evaluates both
     assert metrics.groupby("run_key")["stage"].nunique().eq(3).all()
 
 
@@ -132,3 +133,32 @@ def test_failing_trial_is_recorded_and_does_not_stop_the_others(tmp_path: Path) 
     assert "absent.toml" in error
     _, runs = load_results(outcome.exp_dir)
     assert sorted(runs["status"]) == ["complete", "failed"]
+
+
+def test_optuna_search_chooses_on_validation_and_confirms_on_new_seeds(tmp_path: Path) -> None:
+    import json
+
+    import optuna
+
+    storage, name = tmp_path / "results", "search"
+    cmd = [*RUN, "--search", "optuna", "--num-samples", "2", "--preset", "smoke",
+           "--confirm-seeds", "2", "--storage", str(storage), "--name", name,
+           "--max-concurrent", "2"]  # fmt: skip
+    out = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True,
+                         timeout=900)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    metrics, runs = load_results(storage / name)
+    final = metrics[(metrics["stage"] == 3) & (metrics["task"] == "objective")]
+    val = dict(zip(final.loc[final["split"] == "val", "run_key"],
+                   final.loc[final["split"] == "val", "value"], strict=True))  # fmt: skip
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{storage / name / 'optuna.db'}")
+    values = sorted(t.value for t in study.trials if t.value is not None)
+    assert len(values) == 2 and values == pytest.approx(sorted(val.values()))
+    best = max(val, key=val.get)
+    searched = ("ewc.lam", "replay.k2", "replay.w_k2", "replay.beta_pmr")
+    best_cfg = json.loads(runs.loc[runs["run_key"] == best, "config_json"].iloc[0])
+    cm, cr = load_results(storage / f"{name}-confirm")
+    assert sorted(cr["seed"]) == [1, 2] and set(cr["status"]) == {"complete"}  # new seeds
+    for config in cr["config_json"]:
+        assert all(json.loads(config)[k] == best_cfg[k] for k in searched)
+    assert {"val", "test"} <= set(cm["split"])

@@ -10,6 +10,7 @@ from comet_model.continual.stage import prepare_stage
 from comet_model.continual.train import Trainer, loss_weights, train_stage, train_step
 from comet_model.data import synthetic_benchmark
 from comet_model.data.types import StageData
+from comet_model.nn.losses import weighted_total
 from comet_model.nn.model import CometModel
 
 TINY = {
@@ -142,3 +143,28 @@ def test_dead_codes_are_reset_and_ema_moves_codes() -> None:
         else:
             assert summary.codes_reset == 0 and not moved[0]
             assert int(model.codebook.unused[0]) == summary.steps
+
+
+@pytest.mark.parametrize("method", ["dcid", "cmcm", "turn"])
+def test_each_loss_weight_scales_exactly_its_own_term(method: str) -> None:
+    """Raising one configured weight raises the total by exactly that weight change times the
+    term of the same name, whatever the other terms are."""
+    cfg = tiny_cfg(method=method)
+    stage = tiny_stage()
+    torch.manual_seed(0)
+    model = CometModel.from_config(cfg)
+    prepare_stage(model, stage, cfg, generator=torch.Generator().manual_seed(0))
+    batch = {m: x[:8] for m, x in stage.train.features.items()}
+    with torch.no_grad():
+        losses = dict(model(batch, generator=torch.Generator().manual_seed(5)).losses)
+    losses |= {"ewc": torch.tensor(0.37), "pmr": torch.tensor(0.73)}  # the hooks' terms
+    losses = {k: v.double() for k, v in losses.items()}  # exact differences of large totals
+    assert {"recon", "commit", "gate"} <= set(losses)
+    keys = {"ewc": "ewc.lam", "pmr": "replay.beta_pmr"}
+    for name in losses:
+        key = keys.get(name, f"loss.{name}")
+        low = loss_weights(cfg.override({key: 0.5}), model)
+        high = loss_weights(cfg.override({key: 2.0}), model)
+        assert {k for k in low if low[k] != high[k]} == {name}, name
+        diff = weighted_total(losses, high) - weighted_total(losses, low)
+        assert float(diff) == pytest.approx(1.5 * float(losses[name]), rel=1e-9, abs=1e-12), name

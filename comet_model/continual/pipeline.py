@@ -150,7 +150,9 @@ def _check_cmg_widths(cfg: ExperimentConfig, stages: Sequence[StageData]) -> Non
 
 def _eval_generator(seed: int, index: int, split: str) -> torch.Generator:
     # test, stage 1: seed + 1, as the single-stage runs before the continual pipeline did
-    return torch.Generator().manual_seed(seed + 1 + 7919 * index + (104729 if split == "val" else 0))
+    return torch.Generator().manual_seed(
+        seed + 1 + 7919 * index + (104729 if split == "val" else 0)
+    )
 
 
 def _split_key(split: str, key: str) -> str:

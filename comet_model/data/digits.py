@@ -83,7 +83,9 @@ class DigitsPlan:
     """The whole digits benchmark as row indices (see :func:`plan_digits`)."""
 
     stages: tuple[StagePlan, ...]
-    downstream: Mapping[str, IndexedSequences]  # ave_train, ave_test, avvp_train, avvp_test, retrieval
+    downstream: Mapping[
+        str, IndexedSequences
+    ]  # ave_train, ave_test, avvp_train, avvp_test, retrieval
     mediator: str | None
     validation: Mapping[str, IndexedSequences]  # the same sets from the held-out train tenth
 
