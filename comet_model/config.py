@@ -9,9 +9,9 @@ builds a config back (missing keys keep their defaults; unknown keys and wrong t
 Type rules of the flat form: ints are accepted for floats, lists for tuples, ``None`` only for
 optional fields; bools are never accepted as ints or floats (nor ints as bools).
 
-``comet`` defaults to True (every preset runs the paper's COMET): the CMoE-Adapter (``moe.enabled``),
-EWC on the adapter (``ewc.enabled``) and pseudo-modality replay with the expanding codebook
-(``replay.enabled``, ``replay.k2``) in the continual pipeline. ``comet=False`` is the plain
+``comet`` defaults to True (every preset runs the paper's COMET): the CMoE-Adapter
+(``moe.enabled``), EWC on the adapter (``ewc.enabled``) and pseudo-modality replay with the
+expanding codebook (``replay.enabled``, ``replay.k2``) in the continual pipeline. ``comet=False`` is the plain
 continual baseline (DCID, CMCM or TURN by ``method``): no adapter, no EWC, no replay and a fixed
 codebook size. Our own extensions are switches that are off in every preset: ``ewc.mediator``
 (EWC also on the mediator's encoder), ``moe.linear_fallback`` (a linear adapter when the MoE is
