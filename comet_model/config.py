@@ -11,12 +11,13 @@ optional fields; bools are never accepted as ints or floats (nor ints as bools).
 
 ``comet`` defaults to True (every preset runs the paper's COMET): the CMoE-Adapter
 (``moe.enabled``), EWC on the adapter (``ewc.enabled``) and pseudo-modality replay with the
-expanding codebook (``replay.enabled``, ``replay.k2``) in the continual pipeline. ``comet=False`` is the plain
-continual baseline (DCID, CMCM or TURN by ``method``): no adapter, no EWC, no replay and a fixed
-codebook size. Our own extensions are switches that are off in every preset: ``ewc.mediator``
-(EWC also on the mediator's encoder), ``moe.linear_fallback`` (a linear adapter when the MoE is
-off) and ``loss.add_cpc`` (a Cross-CPC control for TURN and CMCM). ``codebook.protect_old``
-(old codes exempt from the dead-code reset in later stages) follows the spec: on with COMET.
+expanding codebook (``replay.enabled``, ``replay.k2``) in the continual pipeline.
+``comet=False`` is the plain continual baseline (DCID, CMCM or TURN by ``method``): no adapter,
+no EWC, no replay and a fixed codebook size. Our own extensions are switches that are off in
+every preset: ``ewc.mediator`` (EWC also on the mediator's encoder), ``moe.linear_fallback`` (a
+linear adapter when the MoE is off) and ``loss.add_cpc`` (a Cross-CPC control for TURN and
+CMCM). ``codebook.protect_old`` (old codes exempt from the dead-code reset in later stages)
+follows the spec: on with COMET.
 """
 
 from __future__ import annotations
