@@ -424,6 +424,37 @@ def test_cli_script_in_subprocess(tmp_path: Path) -> None:
     assert "tables/table6-abl" in ok.stdout and "[report]" in ok.stderr
 
 
+def _entry_point(kind: str) -> list[str]:
+    repo = Path(__file__).resolve().parents[1]
+    if kind == "script":
+        return [sys.executable, str(repo / "reports" / "build.py")]
+    if kind == "module":
+        return [sys.executable, "-m", "reports.build"]
+    console = Path(sys.executable).with_name("comet-report")
+    if not console.exists():
+        pytest.skip("console script comet-report not installed next to this interpreter")
+    return [str(console)]
+
+
+@pytest.mark.parametrize("kind", ["script", "module", "console"])
+def test_every_entry_point_runs_and_refuses_bad_input_in_one_line(tmp_path: Path, kind) -> None:
+    cmd = _entry_point(kind)
+    ok = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=120,
+                        cwd=tmp_path)  # fmt: skip
+    assert ok.returncode == 0 and "--results" in ok.stdout, ok.stderr
+    bad = subprocess.run([*cmd, "--results", str(tmp_path / "nope")], capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+
+
+def test_no_report_module_shadows_the_standard_library() -> None:
+    """Run as ``python reports/build.py``, the folder is first on sys.path: no stdlib names."""
+    folder = Path(__file__).resolve().parents[1] / "reports"
+    names = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+    assert names and not names & set(sys.stdlib_module_names)
+
+
 def test_import_loads_no_model_or_ray() -> None:
     code = (
         "import sys, json\nimport reports\nlight = sorted(sys.modules)\nimport reports.build\n"
