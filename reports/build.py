@@ -279,6 +279,8 @@ def build(
     from reports.sections import plan_sweep, slug
 
     t0 = time.perf_counter()
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"{out}: --out names a file, not a folder")
     metrics, runs = _load(results)
     sweeps = sorted(set(metrics["sweep"]) | set(runs["sweep"]))
     partial = partial_reasons(metrics, runs)
@@ -288,7 +290,10 @@ def build(
         raise ReportError(f"{results}: the records hold no metric rows")
     log(f"loaded {len(metrics)} metric rows and {len(runs)} runs of {len(sweeps)} sweep(s) "
         f"from {results} in {time.perf_counter() - t0:.1f} s")  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f"{out}: cannot create the output folder ({exc.strerror})") from None
     w = Report(out, log)
     page = []
     for sweep in sweeps:
@@ -320,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
         w = build(args.results, args.out, allow_partial=args.allow_partial)
     except ReportError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # always one line
+        return 2
+    except OSError as exc:  # a write failing half-way (disk full, permissions)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}cannot write the report ({exc.strerror or exc})", file=sys.stderr)
         return 2
     print(f"built {w.counts['tables']} tables and {w.counts['figures']} figures in {args.out}/")
     for ref in w.refs:

@@ -442,10 +442,14 @@ def test_every_entry_point_runs_and_refuses_bad_input_in_one_line(tmp_path: Path
     ok = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=120,
                         cwd=tmp_path)  # fmt: skip
     assert ok.returncode == 0 and "--results" in ok.stdout, ok.stderr
-    bad = subprocess.run([*cmd, "--results", str(tmp_path / "nope")], capture_output=True,
-                         text=True, timeout=120, cwd=tmp_path)  # fmt: skip
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
-    assert bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+    write_sweep(tmp_path / "r", "abl", ABLATIONS, keys=UNSEEN)
+    (tmp_path / "a-file").write_text("not a folder")
+    for args, words in ((["--results", str(tmp_path / "nope")], "does not exist"),
+                        (["--results", str(tmp_path / "r"), "--out", "a-file"], "not a folder")):
+        bad = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=120,
+                             cwd=tmp_path)  # fmt: skip
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+        assert bad.stderr.startswith("error: ") and words in bad.stderr
 
 
 def test_no_report_module_shadows_the_standard_library() -> None:
