@@ -1,11 +1,13 @@
 """Build the COMET report (tables, figures, index.html) from a folder of sweep records.
 
-    python reports/build.py [--results results/] [--out report/] [--allow-partial]
+    python reports/build.py [--results results/] [--out report/] [--allow-partial] [--no-pdf]
 
 Reads every sweep under ``--results`` (Parquet records, :mod:`reports.schema`), builds only the
 artifacts the sweeps present support (:mod:`reports.sections`), and writes ``tables/*.md|tex|csv``,
-``figures/*.png|svg`` and ``index.html`` under ``--out``. A partial sweep is refused (exit 2)
-unless ``--allow-partial``, which marks its cells with a dagger. Progress goes to stderr.
+``figures/*.png|svg``, ``tables.tex`` (every table on a two-column page) compiled to
+``tables.pdf`` when ``pdflatex`` is installed, and ``index.html`` under ``--out``. A partial sweep
+is refused (exit 2) unless ``--allow-partial``, which marks its cells with a dagger. Progress goes
+to stderr.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ EPILOG = """examples:
   python reports/build.py                                  # results/ -> report/
   python reports/build.py --results runs/ --out public/report
   python reports/build.py --allow-partial                  # include unfinished sweeps, marked
-Open <out>/index.html in a browser (no server needed)."""
+Open <out>/index.html in a browser (no server needed); <out>/tables.pdf shows every table as
+it sets in a two-column paper."""
 
 
 class ReportError(Exception):
@@ -58,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="build from partial sweeps too, marking their cells with a dagger",
     )
+    p.add_argument(
+        "--no-pdf", action="store_true", help="do not compile tables.pdf (tables.tex is written)"
+    )
     return p
 
 
@@ -87,6 +93,8 @@ class Report:
         self.files: list[Path] = []
         self.refs: list[TableRef | FigureRef] = []  # in build order
         self.counts = {"tables": 0, "figures": 0}
+        self.pdf: str | None = None  # tables.pdf, once compiled
+        self.pdf_note = ""
 
     def table(self, t: Table) -> TableRef:
         """Write ``t`` as Markdown, LaTeX and CSV under ``tables/``."""
@@ -112,6 +120,34 @@ class Report:
         png_rel, svg_rel = (p.relative_to(self.out).as_posix() for p in (png, svg))
         self.refs.append(FigureRef(name, title, png_rel, svg_rel))
         return self.refs[-1]
+
+    def typeset(self, source: str, *, compile_pdf: bool) -> str:
+        """Write ``tables.tex`` and compile it to ``tables.pdf``; returns a one-line summary."""
+        from reports.latex import compile_tables, find_pdflatex, tables_document
+        from reports.layout import plan_layout
+
+        tables = [ref.table for ref in self.refs if hasattr(ref, "table")]
+        names = [t.name for t in tables]
+        tex = self.out / "tables.tex"
+        document = tables_document([(t.name, plan_layout(t).wide) for t in tables], source=source)
+        tex.write_text(document, encoding="utf-8")
+        self.files.append(tex)
+        pdflatex = find_pdflatex() if compile_pdf else None
+        if pdflatex is None:
+            why = (
+                "--no-pdf" if not compile_pdf else "no pdflatex on PATH (texlive-latex-recommended)"
+            )
+            return f"tables.pdf skipped: {why}; compile tables.tex with pdflatex"
+        check, _ = compile_tables(self.out, pdflatex)
+        for problem in check.problems(names)[:5]:
+            self.log(f"warning: tables.pdf: {problem}")
+        if not (self.out / "tables.pdf").exists():
+            return "tables.pdf failed: see tables.log"
+        self.files.append(self.out / "tables.pdf")
+        self.pdf = "tables.pdf"
+        scales = [check.scale(n) for n in names if n in check.widths] or [1.0]
+        return (f"tables.pdf: {len(names)} tables on {check.pages} pages, smallest scale "
+                f"{min(scales):.2f}, {len(check.overfull)} overfull boxes")  # fmt: skip
 
 
 def _grid_sections(plan, m, partial, w: Report) -> list:
@@ -271,9 +307,18 @@ def _search_sections(plan, m, r, w: Report) -> list:
 
 
 def build(
-    results: Path, out: Path, *, allow_partial: bool = False, log: Callable[[str], None] = _progress
+    results: Path,
+    out: Path,
+    *,
+    allow_partial: bool = False,
+    pdf: bool = True,
+    log: Callable[[str], None] = _progress,
 ) -> Report:
-    """Build every artifact the sweeps under ``results`` support into ``out``."""
+    """Build every artifact the sweeps under ``results`` support into ``out``.
+
+    ``pdf``: compile ``tables.pdf`` when ``pdflatex`` is installed (``tables.tex`` is always
+    written); ``Report.pdf_note`` says what happened, in one line.
+    """
     from reports.checks import describe, partial_reasons
     from reports.page import Section, render_index
     from reports.sections import plan_sweep, slug
@@ -312,7 +357,9 @@ def build(
         else:
             section.items += _grid_sections(plan, m, p, w)
         page.append(section)
-    index = render_index(page, out, source=str(results))
+    w.pdf_note = w.typeset(Path(results).resolve().name or str(results), compile_pdf=pdf)
+    log(w.pdf_note)
+    index = render_index(page, out, source=str(results), pdf=w.pdf, pdf_note=w.pdf_note)
     w.files.append(index)
     log(f"index  {index.name} ({time.perf_counter() - t0:.1f} s in all)")
     return w
@@ -322,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status (2 for unusable or partial results)."""
     args = build_parser().parse_args(argv)
     try:
-        w = build(args.results, args.out, allow_partial=args.allow_partial)
+        w = build(args.results, args.out, allow_partial=args.allow_partial, pdf=not args.no_pdf)
     except ReportError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # always one line
         return 2
@@ -336,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  table   tables/{ref.table.name}.{{md,tex,csv}}")
         else:
             print(f"  figure  figures/{ref.name}.{{png,svg}}")
+    print(f"  {w.pdf_note}")
     print(f"open {args.out / 'index.html'}")
     return 0
 
