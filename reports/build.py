@@ -4,7 +4,7 @@
 
 Reads every sweep under ``--results`` (Parquet records, :mod:`reports.schema`), builds only the
 artifacts the sweeps present support (:mod:`reports.sections`), and writes ``tables/*.md|tex|csv``,
-``figures/*.png|svg``, ``tables.tex`` (every table on a two-column page) compiled to
+``figures/*.png|svg|pdf``, ``tables.tex`` (every table on a two-column page) compiled to
 ``tables.pdf`` when ``pdflatex`` is installed, and ``index.html`` under ``--out``. A partial sweep
 is refused (exit 2) unless ``--allow-partial``, which marks its cells with a dagger. Progress goes
 to stderr.
@@ -109,16 +109,16 @@ class Report:
         return self.refs[-1]
 
     def figure(self, fig: Figure, name: str, title: str) -> FigureRef:
-        """Write ``fig`` as PNG and SVG under ``figures/``."""
+        """Write ``fig`` as PNG, SVG and PDF under ``figures/``."""
         from reports.page import FigureRef
         from reports.plots import save_figure
 
-        png, svg = save_figure(fig, self.out / "figures", name)
-        self.files += [png, svg]
+        paths = save_figure(fig, self.out / "figures", name, title=title)
+        self.files += paths
         self.counts["figures"] += 1
-        self.log(f"figure figures/{name}.{{png,svg}}")
-        png_rel, svg_rel = (p.relative_to(self.out).as_posix() for p in (png, svg))
-        self.refs.append(FigureRef(name, title, png_rel, svg_rel))
+        self.log(f"figure figures/{name}.{{png,svg,pdf}}")
+        self.refs.append(FigureRef(name, title, *(p.relative_to(self.out).as_posix()
+                                                  for p in paths)))  # fmt: skip
         return self.refs[-1]
 
     def typeset(self, source: str, *, compile_pdf: bool) -> str:
@@ -226,7 +226,7 @@ def _curves(plan, m, w: Report) -> list:
             xlabel = sections.CURVE_AXES[x]
             title = f"{ylabel} vs {xlabel}, sweep {plan.sweep} (mean, 95 % CI over seeds)"
             fig = plots.curve_figure(pd.DataFrame(recs), x=x, xlabel=xlabel, ylabel=ylabel,
-                                     title=title, hue=hue)  # fmt: skip
+                                     hue=hue)  # fmt: skip
             items.append(w.figure(fig, name, title))
     return items
 
@@ -247,7 +247,7 @@ def _usage_and_forgetting(plan, m, rows, partial, w: Report) -> list:
         data["variant"] = pd.Categorical(data["variant"], plan.variants)
         data = data.sort_values("variant")
         data["variant"] = data["variant"].astype(str)
-        items.append(w.figure(plots.usage_figure(data, title=title), f"usage-{sw}", title))
+        items.append(w.figure(plots.usage_figure(data), f"usage-{sw}", title))
         items.append(w.table(tables.grid_table(m, name=f"usage-{sw}", title=title, rows=rows,
                                           stages=stages, columns=sections.USAGE_COLUMNS,
                                           partial=partial, digits=1)))  # fmt: skip
@@ -256,7 +256,7 @@ def _usage_and_forgetting(plan, m, rows, partial, w: Report) -> list:
         title = (
             f"Retrieval mean R@1/5/10 (%) on each stage's pair after each stage, sweep {plan.sweep}"
         )
-        fig = plots.forgetting_figure(mat, title=title, label="retrieval mean (%)")
+        fig = plots.forgetting_figure(mat, label="retrieval mean (%)")
         items.append(w.figure(fig, f"forgetting-{sw}", title))
         pairs = list(dict.fromkeys(p for v in plan.variants for _, p in sections.stage_pairs(m, v)))
         cols = [tables.Column(("retrieval", p, "mean"), (p,), in_avg=False) for p in pairs]
@@ -296,12 +296,12 @@ def _search_sections(plan, m, r, w: Report) -> list:
         title = f"Parameter importances, sweep {plan.sweep}"
         items.append(w.table(search.importance_table(imps, name=f"search-{sw}-importance",
                                                 title=title, note=note)))  # fmt: skip
-        items.append(w.figure(plots.importance_figure(imps, title=title),
+        items.append(w.figure(plots.importance_figure(imps),
                               f"search-{sw}-importance", title))  # fmt: skip
     params = [p for p in search.SEARCHED if trials[p].map(search.is_number).all()]
     if params and len(trials) >= 2:
         title = f"Search trials: objective vs searched parameters, sweep {plan.sweep}"
-        items.append(w.figure(plots.search_figure(trials, params, title=title),
+        items.append(w.figure(plots.search_figure(trials, params),
                               f"search-{sw}-params", title))  # fmt: skip
     return items
 
@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(ref, "table"):
             print(f"  table   tables/{ref.table.name}.{{md,tex,csv}}")
         else:
-            print(f"  figure  figures/{ref.name}.{{png,svg}}")
+            print(f"  figure  figures/{ref.name}.{{png,svg,pdf}}")
     print(f"  {w.pdf_note}")
     print(f"open {args.out / 'index.html'}")
     return 0

@@ -28,12 +28,13 @@ class TableRef:
 
 @dataclass
 class FigureRef:
-    """A figure shown as its PNG, with a link to the SVG."""
+    """A figure shown as its PNG, with links to the SVG and the PDF."""
 
     name: str
     title: str
     png: str
     svg: str
+    pdf: str
 
 
 @dataclass
@@ -112,6 +113,7 @@ def _item_html(item: TableRef | FigureRef | str) -> str:
             f'<figure id="{html.escape(item.name)}"><img src="{html.escape(item.png)}" '
             f'alt="{_e(item.title)}" loading="eager"><figcaption>{_e(item.title)} '
             f'(<a href="{html.escape(item.svg)}">SVG</a>, '
+            f'<a href="{html.escape(item.pdf)}">PDF</a>, '
             f'<a href="{html.escape(item.png)}">PNG</a>)</figcaption></figure>'
         )
     t = item.table

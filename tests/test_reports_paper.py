@@ -1,5 +1,5 @@
 """Publication-ready output without TeX: compact cells, layouts that fit a two-column paper,
-and Markdown that follows them.
+Markdown that follows them, and figures sized and styled for a column or the page.
 
 The records include the rows grids are expected to gain (``COMET+mEWC``, ``-MoE (linear adapter
 + EWC)``, ``TURN+CPC``) and a partial variant, so long labels and per-cell n are laid out too.
@@ -8,12 +8,14 @@ The records include the rows grids are expected to gain (``COMET+mEWC``, ``-MoE 
 from __future__ import annotations
 
 import re
+import struct
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from test_reports import ABLATIONS, EXPERTS, METHODS, UNSEEN, search_config, write_sweep
 
-from reports import latex
+from reports import latex, plots
 from reports.build import build
 from reports.cells import decimals, table_n
 from reports.layout import COLUMN_WIDTH, FILL, TEXT_WIDTH, plan_layout, tabular_width
@@ -140,3 +142,54 @@ def test_tables_pdf_is_skipped_with_a_note_without_pdflatex(tmp_path, monkeypatc
     assert w.pdf_note in notes and len(w.pdf_note.splitlines()) == 1
     w = build(tmp_path / "r", tmp_path / "out2", pdf=False, log=notes.append)
     assert "--no-pdf" in w.pdf_note and not (tmp_path / "out2" / "tables.pdf").exists()
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    width, height = struct.unpack(">II", path.read_bytes()[16:24])
+    return width, height
+
+
+def test_figures_come_as_vector_pdf_sized_for_a_column_or_the_page(rich) -> None:
+    out, w = rich
+    figures = [ref for ref in w.refs if hasattr(ref, "png")]
+    assert len(figures) >= 5
+    for ref in figures:
+        pdf = (out / ref.pdf).read_bytes()
+        assert pdf.startswith(b"%PDF") and b"/Type3" not in pdf, ref.name  # TrueType, no Type 3
+        assert b"/Title" in pdf and b"/CreationDate" not in pdf, ref.name  # reproducible
+        width_px, _ = _png_size(out / ref.png)  # 150 dpi, no tight bbox: the figure's own width
+        assert min(abs(width_px - 150 * w) for w in (plots.COLUMN_IN, plots.TEXT_IN)) < 1, ref.name
+
+
+def _figures() -> list:
+    curve = pd.DataFrame({"num_experts": [1, 2, 4] * 4, "stage": [2] * 6 + [3] * 6,
+                          "seed": [0, 0, 0, 1, 1, 1] * 2, "value": range(12)})  # fmt: skip
+    usage = pd.DataFrame([{"variant": v, "stage": s, "metric": m, "value": 3.0}
+                          for v in ("full", "-PM") for s in (1, 2)
+                          for m in ("codes_0", "codes_1", "codes_2", "codes_3plus")])  # fmt: skip
+    mat = pd.DataFrame([[1.0, None], [2.0, 3.0]], columns=["v\u2194t", "a\u2194t"],
+                       index=pd.MultiIndex.from_tuples([("full", 1), ("full", 2)]))  # fmt: skip
+    trials = pd.DataFrame({"objective": [1.0, 2.0, 3.0], "ewc.lam": [0.1, 1.0, 10.0],
+                           "replay.k2": [0, 16, 32]})  # fmt: skip
+    return [
+        plots.curve_figure(curve, x="num_experts", xlabel="experts", ylabel="objective"),
+        plots.curve_figure(
+            curve.assign(k2=1.0), x="num_experts", xlabel="experts", ylabel="objective", hue="k2"
+        ),  # fmt: skip
+        plots.usage_figure(usage),
+        plots.forgetting_figure(mat, label="retrieval mean (%)"),
+        plots.importance_figure({"ewc.lam": 0.7, "replay.k2": 0.3}),
+        plots.search_figure(trials, ["ewc.lam", "replay.k2"]),
+    ]
+
+
+def test_figures_share_one_font_readable_at_print_size() -> None:
+    for fig in _figures():
+        assert fig.get_figwidth() in (plots.COLUMN_IN, plots.TEXT_IN)
+        fig.canvas.draw()  # lay out, so every text has its final size
+        texts = [t for t in fig.findobj(lambda a: hasattr(a, "get_fontsize")) if t.get_text()]
+        assert texts
+        assert {t.get_fontfamily()[0] for t in texts} == {plots.STYLE["font.family"]}
+        sizes = {t.get_fontsize() for t in texts}
+        assert min(sizes) >= plots.SMALL_PT and max(sizes) <= plots.FONT_PT, sizes
+        assert not fig._suptitle  # titles belong to the caption
