@@ -4,10 +4,10 @@
 
 Reads every sweep under ``--results`` (Parquet records, :mod:`reports.schema`), builds only the
 artifacts the sweeps present support (:mod:`reports.sections`), and writes ``tables/*.md|tex|csv``,
-``figures/*.png|svg|pdf``, ``tables.tex`` (every table on a two-column page) compiled to
-``tables.pdf`` when ``pdflatex`` is installed, and ``index.html`` under ``--out``. A partial sweep
-is refused (exit 2) unless ``--allow-partial``, which marks its cells with a dagger. Progress goes
-to stderr.
+``figures/*.png|svg|pdf``, ``tables.tex`` (every table at its width in a two-column paper),
+compiled to ``tables.pdf`` when ``pdflatex`` is installed, and ``index.html`` under ``--out``. A
+partial sweep is refused (exit 2) unless ``--allow-partial``, which marks its cells with a dagger.
+Progress goes to stderr.
 """
 
 from __future__ import annotations

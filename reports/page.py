@@ -130,7 +130,7 @@ def _item_html(item: TableRef | FigureRef | str) -> str:
 
 def _pdf_line(pdf: str | None, note: str) -> str:
     if pdf:
-        return (f'<p class="links">Every table typeset on a two-column page: '
+        return (f'<p class="links">Every table at its width in a two-column paper: '
                 f'<a href="{html.escape(pdf)}">{html.escape(pdf)}</a></p>')  # fmt: skip
     return f'<p class="note">{_e(note)}</p>' if note else ""
 
