@@ -76,7 +76,7 @@ def label_tex(label: str) -> str:
     """A row label; one wider than :data:`reports.layout.LABEL_MAX` wraps in a ragged box."""
     if text_width(label) <= LABEL_MAX:
         return tex_escape(label)
-    box = rf"\raggedright\hangindent=1em\hangafter=1 {tex_escape(label)}"
+    box = rf"\raggedright\hangindent=1em\hangafter=1 {tex_escape(label)}\strut"
     return rf"\parbox[t]{{{LABEL_MAX:g}pt}}{{{box}}}"
 
 

@@ -35,7 +35,7 @@ SMALL_EM = 9.25  # pt per em of cmr10's proportions at \small (cmr9 is 2.8 % wid
 SCRIPT_EM = 7.97  # the same at \scriptsize (cmr7, 13.8 % wider)
 THIN = 1.54  # \, at \small
 BOLD = 1.12  # bold extended over medium (digits: 0.575 em against 0.5)
-LABEL_MAX = 110.0  # pt: a longer row label wraps onto a second line (reports.latex.label_tex)
+LABEL_MAX = 120.0  # pt: a longer row label wraps onto a second line (reports.latex.label_tex)
 CALIBRATION = 1.01  # TeX sets the report's tables about 1 % wider than the sum of their glyphs
 
 #: Character widths in em of cmr10 (measured with TeX), grouped by width.

@@ -123,7 +123,7 @@ def test_latex_rows_keep_long_labels_and_every_cell(rich) -> None:
     out, w = rich
     t = next(t for t in _tables(w) if t.name == "table6-abl-delta")
     tex = (out / "tables" / f"{t.name}.tex").read_text(encoding="utf-8")
-    assert r"\hangafter=1 full $-$ (-MoE (linear adapter + EWC))}" in tex  # wraps, whole
+    assert r"\hangafter=1 full $-$ (-MoE (linear adapter + EWC))\strut}" in tex  # wraps, whole
     assert r"\begin{table*}" in tex and r"\resizebox{\linewidth}{!}{\usebox0}" in tex
     body = [line for line in tex.splitlines() if line.startswith(("full", r"\parbox"))]
     assert len(body) == len(t.rows) * len(plan_layout(t).panels)
