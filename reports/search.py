@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from reports.cells import Cell
 from reports.tables import Table
 
 #: Searched flat config keys -> the results axis holding the same value (fallback).
@@ -65,9 +66,10 @@ def top_table(trials: pd.DataFrame, *, name: str, title: str, k: int = 5) -> Tab
     best = trials.head(k).reset_index(drop=True)
     header = [("objective",), *((p,) for p in SEARCHED), ("run",), ("seed",)]
     cells = [
-        [f"{r['objective']:.2f}", *(_fmt(r[p]) for p in SEARCHED), r["run_key"][:8], str(r["seed"])]
+        [Cell(x) for x in (f"{r['objective']:.2f}", *(_fmt(r[p]) for p in SEARCHED),
+                           r["run_key"][:8], str(r["seed"]))]
         for _, r in best.iterrows()
-    ]
+    ]  # fmt: skip
     best.insert(0, "rank", range(1, len(best) + 1))
     notes = [f"{len(trials)} finished trials; objective = mean of unseen-pair metrics."]
     return Table(name, title, header, [str(i + 1) for i in range(len(best))], cells, best,
@@ -128,7 +130,7 @@ def importance_table(imps: Mapping[str, float], *, name: str, title: str, note: 
     items = sorted(imps.items(), key=lambda kv: -kv[1])
     data = pd.DataFrame(items, columns=["param", "importance"])
     return Table(name, title, [("importance",)], [k for k, _ in items],
-                 [[f"{v:.3f}"] for _, v in items], data, row_header="Parameter",
+                 [[Cell(f"{v:.3f}")] for _, v in items], data, row_header="Parameter",
                  notes=[note])  # fmt: skip
 
 

@@ -76,21 +76,3 @@ def paired_diff(
         return PairedDiff(math.nan, math.nan, math.nan, 0)
     lo, hi = t_interval(d, level)
     return PairedDiff(float(d.mean()), lo, hi, int(d.size))
-
-
-def format_summary(s: Summary, digits: int = 2, mark: str = "") -> str:
-    """``"25.31 ± 1.20 (n=3)"``; one value shows no spread, none shows a dash."""
-    if s.n == 0:
-        return DASH + mark
-    if s.n == 1:
-        return f"{s.mean:.{digits}f} (n=1){mark}"
-    return f"{s.mean:.{digits}f} \u00b1 {s.std:.{digits}f} (n={s.n}){mark}"
-
-
-def format_diff(d: PairedDiff, digits: int = 2, mark: str = "") -> str:
-    """``"+1.23 [-0.40, +2.86] (n=3)"``: paired mean difference and its 95 % interval."""
-    if d.n == 0:
-        return DASH + mark
-    if d.n < 2:
-        return f"{d.mean:+.{digits}f} [n/a] (n={d.n}){mark}"
-    return f"{d.mean:+.{digits}f} [{d.lo:+.{digits}f}, {d.hi:+.{digits}f}] (n={d.n}){mark}"

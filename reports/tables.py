@@ -1,9 +1,10 @@
-"""Table builders (pure DataFrame -> :class:`Table`) and their Markdown, LaTeX and CSV writers.
+"""Table builders (pure DataFrame -> :class:`Table`) and the Markdown, LaTeX and CSV files.
 
-A table has row labels (variants), column groups per stage, and cells formatted as
-``mean ± std (n=…)`` over seeds (:func:`grid_table`) or as a paired difference with its 95 %
-t-interval (:func:`delta_table`). Runs that share a (variant, seed) are averaged first, so n is
-always a number of seeds. ``Table.data`` keeps the numbers behind every cell (the CSV).
+A table has row labels (variants), column groups per stage, and cells (:mod:`reports.cells`): the
+mean over seeds with its std set small (:func:`grid_table`), or a paired difference with its 95 %
+t-interval (:func:`delta_table`); the caption states n once. Runs that share a (variant, seed)
+are averaged first, so n is always a number of seeds. ``Table.data`` keeps the numbers behind
+every cell (the CSV). Markdown and LaTeX follow the same layout (:mod:`reports.layout`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reports.stats import DAGGER, format_diff, format_summary, paired_diff, summarize
+from reports.cells import (
+    Cell,
+    decimals,
+    diff_caption,
+    diff_cell,
+    excludes_zero,
+    summary_caption,
+    summary_cell,
+    table_n,
+)
+from reports.latex import to_latex
+from reports.layout import Layout, plan_layout, pretty
+from reports.stats import DAGGER, paired_diff, summarize
 
 Key = tuple[str, str, str]  # (task, pair, metric)
 AVG = "avg"
@@ -48,10 +61,11 @@ class Table:
     title: str
     header: list[tuple[str, ...]]
     rows: list[str]
-    cells: list[list[str]]
+    cells: list[list[Cell]]
     data: pd.DataFrame
     row_header: str = "Variant"
     notes: list[str] = field(default_factory=list)
+    stat: str = ""  # the caption's sentence on what the cells are, stating n once
 
 
 def abbrev(a: str, b: str) -> tuple[str, str]:
@@ -120,6 +134,18 @@ def _partial_notes(partial: Mapping[str, Sequence[str]], variants: Sequence[str]
     return [f"{PARTIAL_NOTE}: {details}"]
 
 
+def _columns(stages: Sequence[int], columns: Sequence[Column]) -> list[tuple[int, Column]]:
+    return [(s, c) for s in stages for c in columns]
+
+
+def _record(c: Column, stage: int) -> dict:
+    return {
+        "stage": stage, "column": " ".join(x for x in c.header if x),
+        "task": c.key[0] if c.key else AVG, "pair": c.key[1] if c.key else "",
+        "metric": c.key[2] if c.key else AVG,
+    }  # fmt: skip
+
+
 def grid_table(
     metrics: pd.DataFrame,
     *,
@@ -129,32 +155,33 @@ def grid_table(
     stages: Sequence[int],
     columns: Sequence[Column],
     partial: Mapping[str, Sequence[str]] | None = None,
-    digits: int = 2,
+    digits: int | None = None,
     notes: Sequence[str] = (),
 ) -> Table:
-    """Mean ± std (n) over seeds per (row variant, stage, column); ``rows`` = (variant, label)."""
+    """Mean ± std over seeds per (row variant, stage, column); ``rows`` = (variant, label).
+
+    ``digits``: decimals of every cell (default: from the table's spreads, :func:`decimals`).
+    """
     partial = partial or {}
     frames = seed_values(metrics, columns)
-    header = [(f"Stage {s}", *c.header) for s in stages for c in columns]
+    grid = _columns(stages, columns)
+    summ = {(v, s, c): summarize(_per_seed(frames, v, s, c).values())
+            for v, _ in rows for s, c in grid}  # fmt: skip
+    digits = decimals(x.std for x in summ.values()) if digits is None else digits
+    n = table_n(x.n for x in summ.values())
     cells, records = [], []
     for variant, label in rows:
-        mark = DAGGER if partial.get(variant) else ""
-        line = []
-        for s in stages:
-            for c in columns:
-                summ = summarize(_per_seed(frames, variant, s, c).values())
-                line.append(format_summary(summ, digits, mark if summ.n else ""))
-                records.append({
-                    "row": label, "variant": variant, "stage": s,
-                    "column": " ".join(x for x in c.header if x),
-                    "task": c.key[0] if c.key else AVG, "pair": c.key[1] if c.key else "",
-                    "metric": c.key[2] if c.key else AVG,
-                    "mean": summ.mean, "std": summ.std, "n": summ.n, "partial": bool(mark),
-                })  # fmt: skip
-        cells.append(line)
-    notes = [*notes, *_partial_notes(partial, [v for v, _ in rows])]
-    return Table(name, title, header, [lab for _, lab in rows], cells, pd.DataFrame(records),
-                 notes=notes)  # fmt: skip
+        mark = bool(partial.get(variant))
+        cells.append([summary_cell(summ[variant, s, c], digits, n, mark) for s, c in grid])
+        for s, c in grid:
+            x = summ[variant, s, c]
+            records.append({"row": label, "variant": variant, **_record(c, s), "mean": x.mean,
+                            "std": x.std, "n": x.n, "partial": mark})  # fmt: skip
+    per_cell = any(c.n is not None for line in cells for c in line)
+    return Table(name, title, [(f"Stage {s}", *c.header) for s, c in grid],
+                 [lab for _, lab in rows], cells, pd.DataFrame(records),
+                 notes=[*notes, *_partial_notes(partial, [v for v, _ in rows])],
+                 stat=summary_caption(n, per_cell))  # fmt: skip
 
 
 def delta_table(
@@ -166,120 +193,67 @@ def delta_table(
     stages: Sequence[int],
     columns: Sequence[Column],
     partial: Mapping[str, Sequence[str]] | None = None,
-    digits: int = 2,
+    digits: int | None = None,
 ) -> Table:
-    """Paired differences ``a - b`` per seed with a 95 % t-interval; ``pairs`` = (a, b, label)."""
+    """Paired differences ``a - b`` per seed with a 95 % t-interval; ``pairs`` = (a, b, label).
+
+    Cells whose interval excludes 0 are bold. ``digits`` defaults to the table's half-widths.
+    """
     partial = partial or {}
     frames = seed_values(metrics, columns)
-    header = [(f"Stage {s}", *c.header) for s in stages for c in columns]
+    grid = _columns(stages, columns)
+    diffs = {(a, b, s, c): paired_diff(_per_seed(frames, a, s, c), _per_seed(frames, b, s, c))
+             for a, b, _ in pairs for s, c in grid}  # fmt: skip
+    if digits is None:
+        digits = decimals((d.hi - d.lo) / 2 for d in diffs.values() if d.n >= 2)
+    n = table_n(d.n for d in diffs.values())
     cells, records = [], []
     for a, b, label in pairs:
-        mark = DAGGER if partial.get(a) or partial.get(b) else ""
-        line = []
-        for s in stages:
-            for c in columns:
-                d = paired_diff(_per_seed(frames, a, s, c), _per_seed(frames, b, s, c))
-                line.append(format_diff(d, digits, mark if d.n else ""))
-                records.append({
-                    "row": label, "a": a, "b": b, "stage": s,
-                    "column": " ".join(x for x in c.header if x),
-                    "diff": d.mean, "ci_lo": d.lo, "ci_hi": d.hi, "n": d.n, "partial": bool(mark),
-                })  # fmt: skip
-        cells.append(line)
+        mark = bool(partial.get(a) or partial.get(b))
+        cells.append([diff_cell(diffs[a, b, s, c], digits, n, mark) for s, c in grid])
+        for s, c in grid:
+            d = diffs[a, b, s, c]
+            records.append({"row": label, "a": a, "b": b, **_record(c, s), "diff": d.mean,
+                            "ci_lo": d.lo, "ci_hi": d.hi, "excludes_zero": excludes_zero(d),
+                            "n": d.n, "partial": mark})  # fmt: skip
     variants = list(dict.fromkeys(v for a, b, _ in pairs for v in (a, b)))
-    notes = [
-        "Paired difference over seeds (a - b), with its 95 % t-interval; n < 2 gives n/a.",
-        *_partial_notes(partial, variants),
-    ]
-    return Table(name, title, header, [lab for *_, lab in pairs], cells, pd.DataFrame(records),
-                 row_header="Difference", notes=notes)  # fmt: skip
+    per_cell = any(c.n is not None for line in cells for c in line)
+    return Table(name, title, [(f"Stage {s}", *c.header) for s, c in grid],
+                 [lab for *_, lab in pairs], cells, pd.DataFrame(records),
+                 row_header="Difference", notes=_partial_notes(partial, variants),
+                 stat=diff_caption(n, per_cell))  # fmt: skip
 
 
-def pretty(text: str) -> str:
-    """Unicode arrows for display (``<->`` and ``->``)."""
-    return text.replace("<->", "\u2194").replace("->", "\u2192")
+def _md(text: str) -> str:
+    return pretty(text).replace("|", "\\|")
 
 
-def _group_spans(labels: Sequence[str]) -> list[tuple[str, int]]:
-    spans: list[tuple[str, int]] = []
-    for lab in labels:
-        if spans and spans[-1][0] == lab:
-            spans[-1] = (lab, spans[-1][1] + 1)
-        else:
-            spans.append((lab, 1))
-    return spans
+def _md_cell(c: Cell) -> str:
+    value, rest = c.parts()
+    return (f"**{_md(value)}**" if c.strong else _md(value)) + _md(rest)
 
 
-def header_spans(t: Table) -> list[list[tuple[str, int]]]:
-    """Per header level, the (label, span) runs; a label spans only within its parent's run."""
-    depth = len(t.header[0]) if t.header else 0
-    levels = []
-    for lvl in range(depth):
-        keyed = [" / ".join(h[: lvl + 1]) for h in t.header]
-        runs = _group_spans(keyed)
-        levels.append([(k.split(" / ")[-1], n) for k, n in runs])
-    return levels
+def to_markdown(t: Table, layout: Layout | None = None) -> str:
+    """GitHub Markdown: title and caption, one table per panel of the layout, then the notes.
 
-
-def to_markdown(t: Table) -> str:
-    """GitHub Markdown: title, one flattened header row, rows, then the notes."""
-
-    def esc(x: str) -> str:
-        return pretty(x).replace("|", "\\|")
-
-    head = [t.row_header] + [" ".join(x for x in h if x) for h in t.header]
-    lines = [f"**{esc(t.title)}**", "", "| " + " | ".join(esc(h) for h in head) + " |"]
-    lines.append("|" + "|".join([":---"] + ["---:"] * len(t.header)) + "|")
-    for label, cells in zip(t.rows, t.cells, strict=True):
-        lines.append("| " + " | ".join(esc(x) for x in [label, *cells]) + " |")
-    lines += ["", *(f"{esc(n)}  " for n in t.notes)] if t.notes else []
-    return "\n".join(lines) + "\n"
-
-
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}  # fmt: skip
-_TEX_SYMBOLS = {"<->": r"$\leftrightarrow$", "->": r"$\rightarrow$", "\u00b1": r"$\pm$",
-                DAGGER: r"$^\dagger$", "\u2013": "--"}  # fmt: skip
-
-
-def tex_escape(text: str) -> str:
-    """Escape LaTeX specials, then typeset arrows, ± and the dagger."""
-    out = "".join(_TEX.get(ch, ch) for ch in text)
-    for sym, tex in _TEX_SYMBOLS.items():
-        out = out.replace(sym, tex)
-    return out
-
-
-def to_latex(t: Table) -> str:
-    """A booktabs ``table`` with multi-level column headers (``\\multicolumn`` + ``\\cmidrule``).
-
-    Tables wider than 8 data columns are scaled to the line width (``\\resizebox``, graphicx).
+    A top header label shared by a panel's columns (its stage) is the panel's heading; the lower
+    levels are joined into one header row.
     """
-    ncol = len(t.header)
-    wide = ncol > 8
-    lines = [r"% needs \usepackage{booktabs} and \usepackage{graphicx}", r"\begin{table}[t]",
-             r"\centering", r"\small", rf"\caption{{{tex_escape(t.title)}}}",
-             rf"\label{{tab:{t.name}}}"]  # fmt: skip
-    lines += [r"\resizebox{\linewidth}{!}{%"] if wide else []
-    lines += [rf"\begin{{tabular}}{{l{'r' * ncol}}}", r"\toprule"]
-    levels = header_spans(t)
-    for i, level in enumerate(levels):
-        first = tex_escape(t.row_header) if i == len(levels) - 1 else ""
-        parts, rules, col = [first], [], 2
-        for label, span in level:
-            parts.append(rf"\multicolumn{{{span}}}{{c}}{{{tex_escape(label)}}}" if span > 1
-                         else tex_escape(label))  # fmt: skip
-            if span > 1 and i < len(levels) - 1 and label:
-                rules.append(rf"\cmidrule(lr){{{col}-{col + span - 1}}}")
-            col += span
-        lines.append(" & ".join(parts) + r" \\")
-        lines += [" ".join(rules)] if rules else []
-    lines.append(r"\midrule")
-    for label, cells in zip(t.rows, t.cells, strict=True):
-        lines.append(" & ".join(tex_escape(x) for x in [label, *cells]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}" + ("}" if wide else "")]
-    lines += [rf"\par\footnotesize {tex_escape(n)}" for n in t.notes]
-    lines.append(r"\end{table}")
+    layout = layout or plan_layout(t)
+    lines = [" ".join(x for x in (f"**{_md(t.title)}.**", _md(t.stat)) if x)]
+    for panel in layout.panels:
+        header = [t.header[i] for i in panel.columns]
+        heads = {h[0] for h in header if len(h) > 1}
+        if len(heads) == 1 and all(len(h) > 1 for h in header):
+            lines += ["", f"*{_md(heads.pop())}*"]
+            header = [h[1:] for h in header]
+        head = [t.row_header] + [" ".join(x for x in h if x) for h in header]
+        lines += ["", "| " + " | ".join(_md(h) for h in head) + " |"]
+        lines.append("|" + "|".join([":---"] + ["---:"] * len(panel.columns)) + "|")
+        for label, cells in zip(t.rows, t.cells, strict=True):
+            row = [_md(label), *(_md_cell(cells[i]) for i in panel.columns)]
+            lines.append("| " + " | ".join(row) + " |")
+    lines += ["", *(f"{_md(n)}  " for n in t.notes)] if t.notes else []
     return "\n".join(lines) + "\n"
 
 
@@ -287,7 +261,8 @@ def write_table(t: Table, folder: Path) -> list[Path]:
     """Write ``<name>.md``, ``<name>.tex`` and ``<name>.csv`` (the numbers) into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{t.name}.{ext}" for ext in ("md", "tex", "csv")]
-    paths[0].write_text(to_markdown(t), encoding="utf-8")
-    paths[1].write_text(to_latex(t), encoding="utf-8")
+    layout = plan_layout(t)
+    paths[0].write_text(to_markdown(t, layout), encoding="utf-8")
+    paths[1].write_text(to_latex(t, layout), encoding="utf-8")
     t.data.to_csv(paths[2], index=False)
     return paths

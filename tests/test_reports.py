@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from reports.build import build, main
+from reports.layout import plan_layout
 from reports.schema import AXES, METRICS_SCHEMA, RUNS_SCHEMA
 from reports.stats import DAGGER
 
@@ -175,7 +176,14 @@ def _cell(table, row: str, stage: int, column: str):
 
 
 def _text(table, row: str, header: tuple[str, ...]) -> str:
-    return table.cells[table.rows.index(row)][table.header.index(header)]
+    return table.cells[table.rows.index(row)][table.header.index(header)].text()
+
+
+def _decimals(table) -> int:
+    """The one number of decimals every cell of ``table`` is rounded to."""
+    found = {len(c.value.split(".")[1]) for line in table.cells for c in line if "." in c.value}
+    assert len(found) == 1, found
+    return found.pop()
 
 
 def _hand(values: list[float]) -> tuple[float, float]:
@@ -192,7 +200,11 @@ def test_table6_cells_are_mean_std_n_over_seeds(report) -> None:
     mean, std = _hand([value("-PM", s, 2, key) for s in (0, 1, 2)])
     c = _cell(t6, "-PM", 2, "AVE V->A")
     assert (c["mean"], c["std"], c["n"]) == (pytest.approx(mean), pytest.approx(std), 3)
-    assert _text(t6, "-PM", ("Stage 2", "AVE", "V->A")) == f"{mean:.2f} \u00b1 {std:.2f} (n=3)"
+    d = _decimals(t6)
+    assert d == 1  # spreads of several points: one decimal
+    assert _text(t6, "-PM", ("Stage 2", "AVE", "V->A")) == f"{mean:.{d}f} \u00b1 {std:.{d}f}"
+    assert "over 3 seeds" in t6.stat  # n once, in the caption, not in every cell
+    assert not any(c.n for line in t6.cells for c in line)
     # Avg.: per seed the mean of the six unseen-pair metrics, then mean and std over seeds.
     mean, std = _hand([sum(value("DCID", s, 3, k) for k in UNSEEN) / 6 for s in (0, 1, 2)])
     c = _cell(t6, "DCID", 3, "Avg.")
@@ -218,8 +230,16 @@ def test_table6_differences_carry_paired_t_interval(report) -> None:
         pytest.approx(mean + half),
         3,
     )
+    d = _decimals(delta)
     text = _text(delta, "full - (-EWC)", ("Stage 3", "AVE->AVVP", "A->V"))
-    assert text == f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}] (n=3)"
+    assert text == f"{mean:+.{d}f} [{mean - half:+.{d}f}, {mean + half:+.{d}f}]"
+    # Significance stays readable: bold exactly where the interval excludes 0.
+    rows = delta.data.set_index(["row", "stage", "column"])
+    for label, line in zip(delta.rows, delta.cells, strict=True):
+        for h, cell in zip(delta.header, line, strict=True):
+            r = rows.loc[(label, int(h[0].split()[-1]), " ".join(x for x in h[1:] if x))]
+            assert cell.strong == bool(r["ci_lo"] > 0 or r["ci_hi"] < 0) == r["excludes_zero"]
+    assert "bold" in delta.stat and "3 seeds" in delta.stat
 
 
 def test_table1_rows_and_comet_differences(report) -> None:
@@ -294,7 +314,8 @@ def test_every_table_written_in_three_formats_and_index_links_resolve(report) ->
         for ext in ("md", "tex", "csv"):
             assert (out / "tables" / f"{t.name}.{ext}").stat().st_size > 0
         md = (out / "tables" / f"{t.name}.md").read_text(encoding="utf-8")
-        assert md.count("\n|") == len(t.rows) + 2  # header, rule, one line per row
+        panels = len(plan_layout(t).panels)  # per panel: header, rule, one line per row
+        assert md.count("\n|") == (len(t.rows) + 2) * panels, t.name
     import re
 
     links = re.findall(r'(?:src|href)="([^"#]+)"', page)
@@ -305,7 +326,7 @@ def test_every_table_written_in_three_formats_and_index_links_resolve(report) ->
 def test_latex_escapes_and_groups_headers(report) -> None:
     _, out, _ = report
     tex = (out / "tables" / "table6-abl.tex").read_text(encoding="utf-8")
-    assert r"\multicolumn{7}{c}{Stage 2}" in tex and r"\multicolumn{2}{c}{AVE}" in tex
+    assert r"\textit{Stage 2}" in tex and r"\multicolumn{2}{c}{AVE}" in tex  # stage blocks
     assert r"$\pm$" in tex and r"V$\rightarrow$A" in tex and "±" not in tex
     tex = (out / "tables" / "search-opt-best.tex").read_text(encoding="utf-8")
     assert r"ewc.lam" in tex and r"replay.beta\_pmr" in tex
@@ -365,6 +386,9 @@ def test_partial_sweep_refused_then_marked(tmp_path: Path, capsys, defect, reaso
     rows = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if " | " in line}
     assert DAGGER in rows[bad if bad != "full" else "COMET (full)"]
     assert DAGGER not in rows["COMET (full)"] and reason in md  # footnote names the reason
+    assert "(n=" not in rows["COMET (full)"]  # n per cell only where it differs
+    if "seeds" in reason or "lacks" in reason:
+        assert "(n=2)" in rows[bad] and "(n per cell where it differs)" in md
     assert "partial sweep" in (out / "index.html").read_text(encoding="utf-8")
 
 
@@ -382,10 +406,12 @@ def test_one_seed_gives_no_spread_and_na_interval(tmp_path: Path) -> None:
     w = build(tmp_path / "r", tmp_path / "out", log=lambda s: None)
     key = ("ave", "video->audio", "acc")
     v = value("TURN", 4, 2, key)
-    assert _text(_table(w, "table1-meth"), "TURN", ("Stage 2", "AVE", "V->A")) == f"{v:.2f} (n=1)"
+    t1, delta = _table(w, "table1-meth"), _table(w, "table1-meth-delta")
+    assert _text(t1, "TURN", ("Stage 2", "AVE", "V->A")) == f"{v:.1f}"
+    assert t1.stat.startswith("One seed")
     d = value("TURN+COMET", 4, 2, key) - v
-    text = _text(_table(w, "table1-meth-delta"), "TURN+COMET - TURN", ("Stage 2", "AVE", "V->A"))
-    assert text == f"{d:+.2f} [n/a] (n=1)"
+    text = _text(delta, "TURN+COMET - TURN", ("Stage 2", "AVE", "V->A"))
+    assert text == f"{d:+.1f} [n/a]" and "no interval" in delta.stat
 
 
 def _corrupt(root: Path) -> Path:
@@ -422,6 +448,55 @@ def test_cli_script_in_subprocess(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "report" / "index.html").is_file()  # the defaults: results/ -> report/
     assert "tables/table6-abl" in ok.stdout and "[report]" in ok.stderr
+
+
+def _entry_point(kind: str) -> list[str]:
+    repo = Path(__file__).resolve().parents[1]
+    if kind == "script":
+        return [sys.executable, str(repo / "reports" / "build.py")]
+    if kind == "module":
+        return [sys.executable, "-m", "reports.build"]
+    console = Path(sys.executable).with_name("comet-report")
+    if not console.exists():
+        pytest.skip("console script comet-report not installed next to this interpreter")
+    return [str(console)]
+
+
+@pytest.mark.parametrize("kind", ["script", "module", "console"])
+def test_every_entry_point_runs_and_refuses_bad_input_in_one_line(tmp_path: Path, kind) -> None:
+    cmd = _entry_point(kind)
+    ok = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=120,
+                        cwd=tmp_path)  # fmt: skip
+    assert ok.returncode == 0 and "--results" in ok.stdout, ok.stderr
+    write_sweep(tmp_path / "r", "abl", ABLATIONS, keys=UNSEEN)
+    (tmp_path / "a-file").write_text("not a folder")
+    for args, words in (
+        (["--results", str(tmp_path / "nope")], "does not exist"),
+        (["--results", str(tmp_path / "r"), "--out", "a-file"], "not a folder"),
+    ):
+        bad = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=120,
+                             cwd=tmp_path)  # fmt: skip
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+        assert bad.stderr.startswith("error: ") and words in bad.stderr
+
+
+def test_no_report_module_shadows_the_standard_library() -> None:
+    """Run as ``python reports/build.py``, the folder is first on sys.path: no stdlib names."""
+    folder = Path(__file__).resolve().parents[1] / "reports"
+    names = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+    assert names and not names & set(sys.stdlib_module_names)
+
+
+def test_report_sources_stay_small() -> None:
+    """No file of reports/ over 450 lines, no function over 80 (one reader's sitting each)."""
+    import ast
+
+    for path in (Path(__file__).resolve().parents[1] / "reports").glob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        assert source.count("\n") <= 450, path.name
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert node.end_lineno - node.lineno < 80, f"{path.name}: {node.name}"
 
 
 def test_import_loads_no_model_or_ray() -> None:

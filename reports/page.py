@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from reports.tables import Table, header_spans, pretty
+from reports.cells import Cell
+from reports.layout import bottom_aligned, header_spans, pretty
+from reports.tables import Table
 
 
 @dataclass
@@ -26,12 +28,13 @@ class TableRef:
 
 @dataclass
 class FigureRef:
-    """A figure shown as its PNG, with a link to the SVG."""
+    """A figure shown as its PNG, with links to the SVG and the PDF."""
 
     name: str
     title: str
     png: str
     svg: str
+    pdf: str
 
 
 @dataclass
@@ -77,7 +80,7 @@ def _e(text: str) -> str:
 
 def table_html(t: Table) -> str:
     """The table as an HTML ``<table>`` with grouped multi-level column headers."""
-    levels = header_spans(t)
+    levels = header_spans([bottom_aligned(h) for h in t.header])
     out = [f'<table class="report" id="{html.escape(t.name)}">', "<thead>"]
     for i, level in enumerate(levels):
         row = ["<tr>"]
@@ -90,10 +93,16 @@ def table_html(t: Table) -> str:
         out.append("".join(row) + "</tr>")
     out.append("</thead><tbody>")
     for label, cells in zip(t.rows, t.cells, strict=True):
-        tds = "".join(f"<td>{_e(c)}</td>" for c in cells)
+        tds = "".join(f"<td>{_cell_html(c)}</td>" for c in cells)
         out.append(f'<tr><th scope="row">{_e(label)}</th>{tds}</tr>')
     out.append("</tbody></table>")
     return "\n".join(out)
+
+
+def _cell_html(c: Cell) -> str:
+    value, rest = c.parts()
+    value = f"<strong>{_e(value)}</strong>" if c.strong else _e(value)
+    return value + (f"<small>{_e(rest)}</small>" if rest else "")
 
 
 def _item_html(item: TableRef | FigureRef | str) -> str:
@@ -104,6 +113,7 @@ def _item_html(item: TableRef | FigureRef | str) -> str:
             f'<figure id="{html.escape(item.name)}"><img src="{html.escape(item.png)}" '
             f'alt="{_e(item.title)}" loading="eager"><figcaption>{_e(item.title)} '
             f'(<a href="{html.escape(item.svg)}">SVG</a>, '
+            f'<a href="{html.escape(item.pdf)}">PDF</a>, '
             f'<a href="{html.escape(item.png)}">PNG</a>)</figcaption></figure>'
         )
     t = item.table
@@ -111,14 +121,32 @@ def _item_html(item: TableRef | FigureRef | str) -> str:
         f'<a href="{html.escape(p)}">{html.escape(Path(p).suffix[1:])}</a>' for p in item.links
     )
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in t.notes)
+    stat = f'<p class="note">{_e(t.stat)}</p>' if t.stat else ""
     return (
-        f'<h3>{_e(t.title)}</h3><div class="scroll">{table_html(t)}</div>{notes}'
+        f'<h3>{_e(t.title)}</h3>{stat}<div class="scroll">{table_html(t)}</div>{notes}'
         f'<p class="links">{links}</p>'
     )
 
 
-def render_index(sections: list[Section], out_dir: Path, *, source: str) -> Path:
-    """Write ``out_dir/index.html`` showing every section; returns its path."""
+def _pdf_line(pdf: str | None, note: str) -> str:
+    if pdf:
+        return (f'<p class="links">Every table at its width in a two-column paper: '
+                f'<a href="{html.escape(pdf)}">{html.escape(pdf)}</a></p>')  # fmt: skip
+    return f'<p class="note">{_e(note)}</p>' if note else ""
+
+
+def render_index(
+    sections: list[Section],
+    out_dir: Path,
+    *,
+    source: str,
+    pdf: str | None = None,
+    pdf_note: str = "",
+) -> Path:
+    """Write ``out_dir/index.html`` showing every section; returns its path.
+
+    ``pdf``: the relative path of the compiled tables (else ``pdf_note`` says why there are none).
+    """
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     nav = "".join(
         f'<li><a href="#{html.escape(s.anchor)}">{_e(s.title)}</a></li>' for s in sections
@@ -134,8 +162,10 @@ def render_index(sections: list[Section], out_dir: Path, *, source: str) -> Path
         f"<title>COMET report</title><style>{_CSS}</style></head>\n"
         f'<body data-report-status="pending">\n<h1>COMET report</h1>'
         f'<p class="note">Built {stamp} from <code>{html.escape(source)}</code>. Cells: mean '
-        "\u00b1 std over seeds (n = seeds); differences: paired by seed, 95 % t-interval.</p>"
-        f"<nav><ul>{nav}</ul></nav>\n" + "\n".join(body) + f"\n<script>{_SCRIPT}</script>\n"
+        "\u00b1 std over seeds (n in each caption); differences: paired by seed, 95 % t-interval."
+        f"</p>{_pdf_line(pdf, pdf_note)}<nav><ul>{nav}</ul></nav>\n"
+        + "\n".join(body)
+        + f"\n<script>{_SCRIPT}</script>\n"
         "</body></html>\n"
     )
     path = out_dir / "index.html"
