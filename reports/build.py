@@ -150,160 +150,18 @@ class Report:
                 f"{min(scales):.2f}, {len(check.overfull)} overfull boxes")  # fmt: skip
 
 
-def _grid_sections(plan, m, partial, w: Report) -> list:
-    from reports import sections, tables
-
-    items: list = []
-    sw = sections.slug(plan.sweep)
-    labels = dict(sections.ABLATION_ROWS if plan.kind == "ablation" else sections.METHOD_ROWS)
-    rows = [(v, labels.get(v, v)) for v in plan.variants]
-    common = {"rows": rows, "stages": plan.stages, "partial": partial}
-    if plan.unseen and plan.kind in ("ablation", "methods"):
-        number = "Table 6" if plan.kind == "ablation" else "Table 1"
-        stem = f"{number.lower().replace(' ', '')}-{sw}"
-        cols = sections.unseen_table_columns(plan, with_objective=False)
-        a, b = plan.unseen
-        title = f"Unseen pair {a}<->{b} (paper {number} layout), sweep {plan.sweep}"
-        items.append(w.table(tables.grid_table(m, name=stem, title=title, columns=cols, **common)))
-        if plan.kind == "ablation":  # full COMET minus each ablation (and the DCID baseline)
-            pairs = [("full", v, f"full - ({v})") for v in plan.variants if v != "full"]
-        else:  # X+COMET minus X
-            pairs = [
-                (f"{x}+COMET", x, f"{x}+COMET - {x}")
-                for x in ("TURN", "CMCM", "DCID")
-                if x in plan.variants and f"{x}+COMET" in plan.variants
-            ]
-        if pairs:
-            title = f"{number} differences, sweep {plan.sweep}"
-            t = tables.delta_table(m, name=f"{stem}-delta", title=title, pairs=pairs,
-                              stages=plan.stages, columns=cols, partial=partial)  # fmt: skip
-            items.append(w.table(t))
-    elif plan.unseen or "objective" in set(m["task"]):
-        cols = sections.unseen_table_columns(plan, with_objective=True)
-        title = f"Objective and unseen-pair metrics per variant, sweep {plan.sweep}"
-        items.append(w.table(tables.grid_table(m, name=f"unseen-{sw}", title=title, columns=cols,
-                                          **common)))  # fmt: skip
-    common["stages"] = sorted(int(s) for s in m["stage"].unique())  # retrieval: every stage
-    for a, b, has_mean in plan.retrieval:
-        number = sections.PAPER_RETRIEVAL.get((plan.kind, frozenset((a, b))))
-        layout = f" (paper {number} layout)" if number else ""
-        title = f"Zero-shot retrieval {a}<->{b}{layout}, sweep {plan.sweep}"
-        cols = tables.retrieval_columns(a, b, has_mean)
-        name = f"retrieval-{sw}-{sections.slug(a)}_{sections.slug(b)}"
-        items.append(w.table(tables.grid_table(m, name=name, title=title, columns=cols, **common)))
-    items += _curves(plan, m, w)
-    items += _usage_and_forgetting(plan, m, rows, partial, w)
-    return items
+SPLIT_NOTE = (
+    "Tables and figures show test-set metrics; every choice (a best grid value, a "
+    "search) is made on the validation sets, built from held-out training-pool "
+    "instances."
+)
 
 
-def _curves(plan, m, w: Report) -> list:
-    import pandas as pd
-
-    from reports import plots, sections, tables
-
-    items: list = []
-    cols = sections.unseen_table_columns(plan, with_objective=True)
-    frames = tables.seed_values(m, cols)
-    firsts = m.drop_duplicates("variant").set_index("variant")
-    targets = [("objective", sections.OBJECTIVE, "objective")]
-    if plan.unseen:  # the Table-6 average of the unseen-pair metrics
-        targets.append(("unseen_avg", cols[-1], "unseen-pair Avg. (Table 6)"))
-    for x, hue in plan.curves:
-        for metric, col, ylabel in targets:
-            recs = []
-            for (variant, stage), g in frames.items():
-                if stage not in plan.stages:
-                    continue
-                series = g[tables.AVG_KEY] if col.key is None else g[col.key]
-                for seed, value in series.dropna().items():
-                    rec = {x: firsts.at[variant, x], "stage": stage, "seed": seed, "value": value}
-                    if hue:
-                        rec[hue] = firsts.at[variant, hue]
-                    recs.append(rec)
-            if not recs:
-                continue
-            name = f"curve-{sections.slug(plan.sweep)}-{x}-{metric}"
-            xlabel = sections.CURVE_AXES[x]
-            title = f"{ylabel} vs {xlabel}, sweep {plan.sweep} (mean, 95 % CI over seeds)"
-            fig = plots.curve_figure(pd.DataFrame(recs), x=x, xlabel=xlabel, ylabel=ylabel,
-                                     hue=hue)  # fmt: skip
-            items.append(w.figure(fig, name, title))
-    return items
-
-
-def _usage_and_forgetting(plan, m, rows, partial, w: Report) -> list:
-    import pandas as pd
-
-    from reports import plots, sections, tables
-
-    items: list = []
-    sw = sections.slug(plan.sweep)
-    usage = m[(m["task"] == "usage") & (m["pair"] == "") & m["metric"].str.startswith("codes_")]
-    if not usage.empty:
-        stages = sorted(int(s) for s in usage["stage"].unique())
-        title = f"Codebook usage: codes per number of modalities (paper Fig. 3), sweep {plan.sweep}"
-        per_seed = usage.groupby(["variant", "stage", "metric", "seed"], observed=True)["value"]
-        data = per_seed.mean().reset_index()
-        data["variant"] = pd.Categorical(data["variant"], plan.variants)
-        data = data.sort_values("variant")
-        data["variant"] = data["variant"].astype(str)
-        items.append(w.figure(plots.usage_figure(data), f"usage-{sw}", title))
-        items.append(w.table(tables.grid_table(m, name=f"usage-{sw}", title=title, rows=rows,
-                                          stages=stages, columns=sections.USAGE_COLUMNS,
-                                          partial=partial, digits=1)))  # fmt: skip
-    mat = sections.forgetting_matrix(m, plan.variants)
-    if mat is not None:
-        title = (
-            f"Retrieval mean R@1/5/10 (%) on each stage's pair after each stage, sweep {plan.sweep}"
-        )
-        fig = plots.forgetting_figure(mat, label="retrieval mean (%)")
-        items.append(w.figure(fig, f"forgetting-{sw}", title))
-        pairs = list(dict.fromkeys(p for v in plan.variants for _, p in sections.stage_pairs(m, v)))
-        cols = [tables.Column(("retrieval", p, "mean"), (p,), in_avg=False) for p in pairs]
-        all_stages = sorted(int(s) for s in m["stage"].unique())
-        items.append(w.table(tables.grid_table(
-            m, name=f"forgetting-{sw}", title=title, rows=rows, stages=all_stages, columns=cols,
-            partial=partial, notes=["Values before a pair's own stage are zero-shot."],
-        )))  # fmt: skip
-    fg = m[m["task"] == "forgetting"]
-    if not fg.empty:
-        keys = fg[["pair", "metric"]].drop_duplicates().sort_values(["pair", "metric"]).values
-        cols = [tables.Column(("forgetting", p, k), (p or "all", k), in_avg=False) for p, k in keys]
-        items.append(w.table(tables.grid_table(
-            m, name=f"forgetting-rows-{sw}", title=f"Forgetting (recorded), sweep {plan.sweep}",
-            rows=rows, stages=sorted(int(s) for s in fg["stage"].unique()), columns=cols,
-            partial=partial)))  # fmt: skip
-    return items
-
-
-def _search_sections(plan, m, r, w: Report) -> list:
-    from reports import plots, search
-    from reports.checks import expected_stages
-    from reports.sections import slug
-
-    sw = slug(plan.sweep)
-    final = expected_stages(m, r)
-    trials = search.search_trials(m, r, final)
-    if trials.empty:
-        return [f"Optuna search {plan.sweep}: no trial finished stage {final}."]
-    items: list = [w.table(search.top_table(trials, name=f"search-{sw}-best",
-                                       title=f"Best 5 search trials (stage {final} objective), "
-                                       f"sweep {plan.sweep}"))]  # fmt: skip
-    imps, note = search.importances(trials)
-    if imps is None:
-        items.append(f"Parameter importances, sweep {plan.sweep}: {note}.")
-    else:
-        title = f"Parameter importances, sweep {plan.sweep}"
-        items.append(w.table(search.importance_table(imps, name=f"search-{sw}-importance",
-                                                title=title, note=note)))  # fmt: skip
-        items.append(w.figure(plots.importance_figure(imps),
-                              f"search-{sw}-importance", title))  # fmt: skip
-    params = [p for p in search.SEARCHED if trials[p].map(search.is_number).all()]
-    if params and len(trials) >= 2:
-        title = f"Search trials: objective vs searched parameters, sweep {plan.sweep}"
-        items.append(w.figure(plots.search_figure(trials, params),
-                              f"search-{sw}-params", title))  # fmt: skip
-    return items
+def _split(metrics, split: str):
+    """The rows of one downstream split (records without the column count as test)."""
+    if "split" not in metrics:
+        return metrics if split == "test" else metrics.iloc[0:0]
+    return metrics[metrics["split"] == split]
 
 
 def build(
@@ -319,6 +177,7 @@ def build(
     ``pdf``: compile ``tables.pdf`` when ``pdflatex`` is installed (``tables.tex`` is always
     written); ``Report.pdf_note`` says what happened, in one line.
     """
+    from reports import artifacts
     from reports.checks import describe, partial_reasons
     from reports.page import Section, render_index
     from reports.sections import plan_sweep, slug
@@ -352,10 +211,16 @@ def build(
         section = Section(f"Sweep {sweep} ({plan.kind})", f"sweep-{slug(sweep)}")
         if p:
             section.items.append(f"\u2020 partial sweep: {describe({sweep: p}, limit=99)}")
+        test, val = _split(m, "test"), _split(m, "val")
         if plan.kind == "search":
-            section.items += _search_sections(plan, m, runs[runs["sweep"] == sweep], w)
+            confirm = _split(metrics[metrics["sweep"] == f"{sweep}-confirm"], "test")
+            section.items += artifacts.search_sections(plan, val if not val.empty else test,
+                                              runs[runs["sweep"] == sweep], w, confirm)  # fmt: skip
         else:
-            section.items += _grid_sections(plan, m, p, w)
+            section.items.append(SPLIT_NOTE)
+            section.items += artifacts.grid_sections(
+                plan, test, p, w, val if not val.empty else None
+            )
         page.append(section)
     w.pdf_note = w.typeset(Path(results).resolve().name or str(results), compile_pdf=pdf)
     log(w.pdf_note)

@@ -16,12 +16,15 @@ Two tables, both tidy Parquet:
 A run_key is a hash of the resolved flat config (seed included), never Ray's trial id, so a
 re-run stage overwrites rather than duplicates (readers keep the newest row per key).
 
-This module imports only pyarrow and pandas; the harness imports it to write, the reports to read.
+This module imports only pyarrow and the sweep-axis list (``search_spaces.axes``); the harness
+imports it to write, the reports to read.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
+
+from search_spaces.axes import AXES as SWEEP_AXES
 
 SCHEMA_VERSION = "1"
 PRODUCER = "comet-cmg"
@@ -34,17 +37,10 @@ METRIC_KEY = ("sweep", "run_key", "stage", "split", "task", "pair", "metric")
 SPLITS = ("val", "test")
 
 #: Axes copied from the config into every metrics row (what tables and curves group by).
+_ARROW = {"int": pa.int32(), "float": pa.float64(), "bool": pa.bool_(), "str": pa.string()}
 AXES: dict[str, pa.DataType] = {
     "variant": pa.string(),  # grid arm label, e.g. "full", "-PM", "experts=6", "DCID"
-    "method": pa.string(),  # dcid | cmcm | turn
-    "comet": pa.bool_(),
-    "num_experts": pa.int32(),
-    "ewc_lam": pa.float64(),
-    "k2": pa.int32(),
-    "w_k2": pa.float64(),
-    "beta_pmr": pa.float64(),
-    "stage_order": pa.string(),  # e.g. "video-text,audio-text,image-text"
-    "class_plan": pa.string(),
+    **{axis.column: _ARROW[axis.kind] for axis in SWEEP_AXES},  # search_spaces/axes.py
     "preset": pa.string(),
 }
 

@@ -21,15 +21,12 @@ import pandas as pd
 
 from reports.cells import Cell
 from reports.tables import Table
+from search_spaces.axes import by_column
+from search_spaces.optuna_space import SEARCHED as SEARCHED_COLUMNS
 
 #: Searched flat config keys -> the results axis holding the same value (fallback).
-SEARCHED: dict[str, str] = {
-    "ewc.lam": "ewc_lam",
-    "replay.k2": "k2",
-    "replay.w_k2": "w_k2",
-    "replay.beta_pmr": "beta_pmr",
-}
-LOG_SCALE = {"ewc.lam", "replay.beta_pmr"}
+SEARCHED: dict[str, str] = {by_column()[c].key: c for c in SEARCHED_COLUMNS}
+LOG_SCALE = {by_column()[c].key for c in SEARCHED_COLUMNS if by_column()[c].scale == "log"}
 MIN_TRIALS = 5  # below this the importances are noise: report it instead
 
 

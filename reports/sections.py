@@ -1,9 +1,13 @@
 """What the report shows for each kind of sweep, decided from the sweep's variant labels and axes.
 
-- ablation sweep (variants ``full``, ``-PM`` …): paper Table 6 and its paired differences, plus
-  the retrieval tables (Table 8 layout for image<->audio);
-- methods sweep (``TURN``, ``TURN+COMET`` …): Table 1 and its differences, retrieval Tables 2-4, 7;
-- any other grid: the unseen-pair table with the objective, one row per variant;
+- ablation sweep (the ``ablations`` grid): paper Table 6 and its paired differences, plus the
+  retrieval tables (Table 8 layout for image<->audio);
+- methods sweep (the ``methods`` grid): Table 1 and its differences, retrieval Tables 2-4, 7;
+- any other grid: the unseen-pair table with the objective, one row per variant, and the paired
+  differences of every arm whose grid names a reference row (e.g. ``headline``);
+Row labels, order and references come from the grid's arms (``search_spaces.grids``); every
+table shows test-set metrics, and choices (a best grid value, a search) are read from the
+validation sets.
 - a swept axis (``num_experts``, ``ewc_lam``, ``k2``, ``w_k2``, ``beta_pmr``): curves (Fig. 2);
 - every grid: codebook usage (Fig. 3) and the forgetting heatmap;
 - the Optuna search (variant ``search``): best trials and parameter importances.
@@ -18,26 +22,13 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from reports.tables import Column, unseen_columns
+from search_spaces.axes import AXES as SWEEP_AXES
+from search_spaces.grids import match_grid
 
-ABLATION_ROWS = (
-    ("full", "COMET (full)"),
-    ("-PM", "-PM"),
-    ("-MoE", "-MoE"),
-    ("-gate", "-gate"),
-    ("-EWC", "-EWC"),
-    ("-SL", "-SL"),
-    ("DCID", "DCID"),
-)
-METHOD_ROWS = tuple(
-    (f"{m}{s}", f"{m}{s}") for s in ("", "+COMET") for m in ("TURN", "CMCM", "DCID")
-)
-CURVE_AXES = {
-    "num_experts": "number of experts",
-    "ewc_lam": "EWC lambda",
-    "k2": "K2 (new codes per stage)",
-    "w_k2": "w_K2 (PMR weight of new codes)",
-    "beta_pmr": "beta_PMR (PMR loss weight)",
-}
+#: Axes the reports draw curves over, with their labels (search_spaces/axes.py).
+CURVE_AXES = {axis.column: axis.label for axis in SWEEP_AXES if axis.curve}
+#: Report kinds of the grids whose tables follow a paper layout.
+PAPER_KINDS = {"ablations": "ablation", "methods": "methods"}
 #: Paper table numbers of the retrieval tables, by (sweep kind, unordered modality pair).
 PAPER_RETRIEVAL = {
     ("methods", frozenset({"text", "video"})): "Table 2",
@@ -67,6 +58,29 @@ class SweepPlan:
     stages: list[int]
     curves: list[tuple[str, str | None]] = field(default_factory=list)
     retrieval: list[tuple[str, str, bool]] = field(default_factory=list)  # (a, b, mean recorded)
+    titles: dict[str, str] = field(default_factory=dict)  # variant -> table row label
+    references: dict[str, str] = field(default_factory=dict)  # variant -> its reference row
+    legends: dict[str, str] = field(default_factory=dict)  # variant -> what its label means
+
+    @property
+    def notes(self) -> list[str]:
+        """The legends of the extra rows present (each once)."""
+        return list(dict.fromkeys(self.legends[v] for v in self.variants if v in self.legends))
+
+    @property
+    def rows(self) -> list[tuple[str, str]]:
+        """``(variant, row label)`` in table order."""
+        return [(v, self.titles.get(v, v)) for v in self.variants]
+
+    def deltas(self) -> list[tuple[str, str, str]]:
+        """``(variant, reference, label)`` of every variant whose grid names a reference row
+        present in the sweep: the paired differences to show."""
+        t = self.titles
+        return [
+            (v, r, f"{t.get(v, v)} - {t.get(r, r)}")
+            for v, r in self.references.items()
+            if v in self.variants and r in self.variants
+        ]
 
 
 def slug(text: str) -> str:
@@ -138,17 +152,19 @@ def report_stages(m: pd.DataFrame) -> list[int]:
 
 
 def plan_sweep(sweep: str, m: pd.DataFrame) -> SweepPlan:
-    """Decide which artifacts the sweep's metrics ``m`` support."""
-    present = set(m["variant"].astype(str))
+    """Decide which artifacts the sweep's metrics ``m`` support; row labels, row order and
+    reference rows come from the grid the variants belong to (``search_spaces.grids``)."""
+    present = list(dict.fromkeys(m["variant"].astype(str)))
+    grid = match_grid(present)
+    arms = grid[1] if grid else []
+    fixed = [(a.label, a.row) for a in arms]
+    kind = PAPER_KINDS.get(grid[0], "grid") if grid else "grid"
     if "search" in present:
-        kind, fixed = "search", ()
-    elif "full" in present and present & {v for v, _ in ABLATION_ROWS[1:6]}:
-        kind, fixed = "ablation", ABLATION_ROWS
-    elif any(v.endswith("+COMET") for v in present):
-        kind, fixed = "methods", METHOD_ROWS
-    else:
-        kind, fixed = "grid", ()
+        kind = "search"
     plan = SweepPlan(sweep, kind, ordered_variants(m, fixed), unseen_pair(m), report_stages(m))
+    plan.titles = {a.label: a.row for a in arms}
+    plan.references = {a.label: a.against for a in arms if a.against}
+    plan.legends = {a.label: a.legend for a in arms if a.legend}
     if kind in ("ablation", "methods"):
         plan.retrieval = retrieval_pairs(m)
     if kind != "search":

@@ -194,6 +194,7 @@ def delta_table(
     columns: Sequence[Column],
     partial: Mapping[str, Sequence[str]] | None = None,
     digits: int | None = None,
+    notes: Sequence[str] = (),
 ) -> Table:
     """Paired differences ``a - b`` per seed with a 95 % t-interval; ``pairs`` = (a, b, label).
 
@@ -220,7 +221,7 @@ def delta_table(
     per_cell = any(c.n is not None for line in cells for c in line)
     return Table(name, title, [(f"Stage {s}", *c.header) for s, c in grid],
                  [lab for *_, lab in pairs], cells, pd.DataFrame(records),
-                 row_header="Difference", notes=_partial_notes(partial, variants),
+                 row_header="Difference", notes=[*notes, *_partial_notes(partial, variants)],
                  stat=diff_caption(n, per_cell))  # fmt: skip
 
 

@@ -30,6 +30,16 @@ Arms = dict[str, dict[str, object]]
 FULL: dict[str, object] = {"comet": True, "method": "dcid"}
 #: Everything "+COMET" switches on against its baseline (the paper's COMET, spec sections 3-5).
 COMET_PARTS = "COMET, MoE, gate loss, SL, EWC, PM, expanding codebook, old-code protection"
+#: What the short labels of the extra rows mean (the reports put them in the table notes).
+LEGENDS = {
+    "mEWC": "+mEWC: EWC also on the mediator's semantic encoder (our extension, not the paper's)",
+    "linear": "-MoE+linear: the MoE (and its gate loss and specific layers) replaced by one "
+    "linear adapter that EWC keeps (our variant; the paper's -MoE removes EWC too)",
+    "protect": "protect: codes of earlier stages exempt from the dead-code reset in later stages "
+    "(from our spec, not the paper; on with COMET)",
+    "CPC": "+CPC: the Cross-CPC loss added alone, without COMET (control: +COMET brings a "
+    "Cross-CPC module to TURN and CMCM for its PMR term)",
+}
 
 
 @dataclass(frozen=True)
@@ -41,11 +51,21 @@ class Arm:
     doc: str  # what the arm changes, in the grammar of the module docstring
     title: str = ""  # the row label of tables (default: the label)
     extra: bool = False  # ours or a control, not a row of the paper: shown as an extra row
+    legend: str = ""  # what the label means, for the table notes (extra rows)
 
     @property
     def row(self) -> str:
         """The row label of tables."""
         return self.title or self.label
+
+    @property
+    def against(self) -> str | None:
+        """The label of the reference row the statement names (``Against: <label>.``)."""
+        for sentence in self.doc.split(". "):
+            head, _, value = sentence.partition(": ")
+            if head == "Against":
+                return value.rstrip(".").strip()
+        return None
 
 
 def _axis_arms(column: str, values: Iterable[object]) -> list[Arm]:
@@ -68,13 +88,13 @@ def ablations() -> list[Arm]:
             dict(FULL),
             f"The paper's COMET. On: {COMET_PARTS}. Off: mEWC, linear adapter.",
             "COMET (full)",
-        ),  # fmt: skip
+        ),
         Arm("-PM", FULL | {"replay.enabled": False}, "Against: full. Off: PM."),
         Arm(
             "-MoE",
             FULL | off_moe | {"ewc.enabled": False},
             "Against: full. Off: MoE, gate loss, EWC, SL.",
-        ),  # fmt: skip
+        ),
         Arm("-gate", FULL | {"loss.gate": 0.0}, "Against: full. Off: gate loss."),
         Arm("-EWC", FULL | {"ewc.enabled": False}, "Against: full. Off: EWC."),
         Arm("-SL", FULL | {"moe.specific_layers": False}, "Against: full. Off: SL."),
@@ -83,23 +103,26 @@ def ablations() -> list[Arm]:
             "-MoE+linear",
             FULL | off_moe | {"moe.linear_fallback": True},
             "Against: full. Off: MoE, gate loss, SL. On: linear adapter.",
-            "-MoE, linear adapter with EWC (ours)",
+            "-MoE+linear (ours)",
             extra=True,
-        ),  # fmt: skip
+            legend=LEGENDS["linear"],
+        ),
         Arm(
             "-protect",
             FULL | {"codebook.protect_old": "off"},
             "Against: full. Off: old-code protection.",
-            "-old-code protection (spec)",
+            "-protect (spec)",
             extra=True,
-        ),  # fmt: skip
+            legend=LEGENDS["protect"],
+        ),
         Arm(
             "COMET+mEWC",
             FULL | {"ewc.mediator": True},
             "Against: full. On: mEWC.",
-            "COMET + EWC on the mediator (ours)",
+            "COMET+mEWC (ours)",
             extra=True,
-        ),  # fmt: skip
+            legend=LEGENDS["mEWC"],
+        ),
     ]
 
 
@@ -127,46 +150,43 @@ def pmr() -> list[Arm]:
     ]
 
 
+_DCID: dict[str, object] = {"method": "dcid", "comet": False}
+_BASELINES = {
+    "TURN": {"method": "turn", "comet": False},
+    "CMCM": {"method": "cmcm", "comet": False},
+}
+_DCID_ARM = Arm("DCID", _DCID, "Method: dcid. Off: COMET. On: Cross-CPC.")
+_DCID_COMET = Arm("DCID+COMET", _DCID | {"comet": True}, f"Against: DCID. On: {COMET_PARTS}.")
+_DCID_MEWC = Arm("DCID+COMET+mEWC", _DCID | {"comet": True, "ewc.mediator": True},
+                 "Against: DCID+COMET. On: mEWC.", "DCID+COMET+mEWC (ours)", extra=True,
+                 legend=LEGENDS["mEWC"])  # fmt: skip
+_DCID_PROTECT = Arm("DCID+protect", _DCID | {"codebook.protect_old": "on"},
+                    "Against: DCID. On: old-code protection.", "DCID+protect (control)",
+                    extra=True, legend=LEGENDS["protect"])  # fmt: skip
+
+
 def methods() -> list[Arm]:
-    """Paper Table 1: TURN, CMCM and DCID, each without and with COMET; plus the controls for
-    what "+COMET" brings besides its named parts (the Cross-CPC module TURN and CMCM lack, the
-    old-code protection) and our extension."""
-    arms = []
-    for method, name in (("turn", "TURN"), ("cmcm", "CMCM")):
-        base = {"method": method, "comet": False}
-        arms += [
-            Arm(name, base, f"Method: {method}. Off: COMET, Cross-CPC."),
-            Arm(
-                f"{name}+CPC",
-                base | {"loss.add_cpc": True},
-                f"Against: {name}. On: Cross-CPC.",
-                f"{name} + Cross-CPC (control)",
-                extra=True,
-            ),  # fmt: skip
-            Arm(f"{name}+COMET", base | {"comet": True}, f"Against: {name}. On: {COMET_PARTS}."),
-        ]
-    return arms + headline(protect_control=True)
-
-
-def headline(*, protect_control: bool = False) -> list[Arm]:
-    """COMET against DCID (the README's headline), with our extension as an extra row (and,
-    in the methods grid, the old-code protection control)."""
-    dcid = {"method": "dcid", "comet": False}
-    arms = [Arm("DCID", dcid, "Method: dcid. Off: COMET. On: Cross-CPC.")]
-    if protect_control:
-        arms.append(Arm("DCID+protect", dcid | {"codebook.protect_old": "on"},
-                        "Against: DCID. On: old-code protection.",
-                        "DCID + old-code protection (control)", extra=True))  # fmt: skip
-    return arms + [
-        Arm("DCID+COMET", dcid | {"comet": True}, f"Against: DCID. On: {COMET_PARTS}."),
-        Arm(
-            "DCID+COMET+mEWC",
-            dcid | {"comet": True, "ewc.mediator": True},
-            "Against: DCID+COMET. On: mEWC.",
-            "DCID+COMET + EWC on the mediator (ours)",
-            extra=True,
-        ),  # fmt: skip
+    """Paper Table 1 (its row order): TURN, CMCM and DCID, then each with COMET; then the
+    controls for what "+COMET" brings besides its named parts (the Cross-CPC module TURN and
+    CMCM lack, the old-code protection) and our extension."""
+    rows = [
+        Arm(n, b, f"Method: {b['method']}. Off: COMET, Cross-CPC.") for n, b in _BASELINES.items()
     ]
+    rows.append(_DCID_ARM)
+    rows += [Arm(f"{n}+COMET", b | {"comet": True}, f"Against: {n}. On: {COMET_PARTS}.")
+             for n, b in _BASELINES.items()]  # fmt: skip
+    rows.append(_DCID_COMET)
+    rows += [
+        Arm(f"{n}+CPC", b | {"loss.add_cpc": True}, f"Against: {n}. On: Cross-CPC.",
+            f"{n}+CPC (control)", extra=True, legend=LEGENDS["CPC"])
+        for n, b in _BASELINES.items()
+    ]  # fmt: skip
+    return rows + [_DCID_PROTECT, _DCID_MEWC]
+
+
+def headline() -> list[Arm]:
+    """COMET against DCID (the README's headline), with our extension as an extra row."""
+    return [_DCID_ARM, _DCID_COMET, _DCID_MEWC]
 
 
 ORDERS: dict[str, tuple[str, ...]] = {
@@ -213,9 +233,13 @@ def get_grid(name: str) -> Arms:
     return {arm.label: dict(arm.overrides) for arm in grid_arms(name)}
 
 
-def arm_titles() -> dict[str, str]:
-    """Table row label of every arm label of every grid (the reports' row names)."""
-    return {arm.label: arm.row for grid in GRIDS.values() for arm in grid()}
+def match_grid(labels: Iterable[str]) -> tuple[str, list[Arm]] | None:
+    """The grid whose arms a sweep's variant ``labels`` come from (the one holding all of them
+    with the fewest other arms); None if no grid holds them all."""
+    labels = set(labels)
+    found = [(name, grid()) for name, grid in GRIDS.items()]
+    found = [(n, arms) for n, arms in found if labels <= {a.label for a in arms}]
+    return min(found, key=lambda item: len(item[1])) if found else None
 
 
 def check_keys(arms: Mapping[str, Mapping[str, object]], known: Iterable[str]) -> None:

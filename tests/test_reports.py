@@ -218,12 +218,13 @@ def test_table6_cells_are_mean_std_n_over_seeds(report) -> None:
 def test_table6_differences_carry_paired_t_interval(report) -> None:
     _, _, w = report
     delta = _table(w, "table6-abl-delta")
-    assert delta.rows == ["full - (-PM)", "full - (-EWC)", "full - (DCID)"]
+    # each arm minus the reference row its grid names (the ablation grid: full COMET)
+    assert delta.rows == ["-PM - COMET (full)", "-EWC - COMET (full)", "DCID - COMET (full)"]
     key = ("ave_avvp", "audio->video", "f1")
-    d = [value("full", s, 3, key) - value("-EWC", s, 3, key) for s in (0, 1, 2)]
+    d = [value("-EWC", s, 3, key) - value("full", s, 3, key) for s in (0, 1, 2)]
     mean, sd = _hand(d)
     half = T975_DF2 * sd / math.sqrt(3)
-    c = _cell(delta, "full - (-EWC)", 3, "AVE->AVVP A->V")
+    c = _cell(delta, "-EWC - COMET (full)", 3, "AVE->AVVP A->V")
     assert (c["diff"], c["ci_lo"], c["ci_hi"], c["n"]) == (
         pytest.approx(mean),
         pytest.approx(mean - half),
@@ -231,7 +232,7 @@ def test_table6_differences_carry_paired_t_interval(report) -> None:
         3,
     )
     d = _decimals(delta)
-    text = _text(delta, "full - (-EWC)", ("Stage 3", "AVE->AVVP", "A->V"))
+    text = _text(delta, "-EWC - COMET (full)", ("Stage 3", "AVE->AVVP", "A->V"))
     assert text == f"{mean:+.{d}f} [{mean - half:+.{d}f}, {mean + half:+.{d}f}]"
     # Significance stays readable: bold exactly where the interval excludes 0.
     rows = delta.data.set_index(["row", "stage", "column"])

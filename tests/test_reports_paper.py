@@ -1,8 +1,8 @@
 """Publication-ready output without TeX: compact cells, layouts that fit a two-column paper,
 Markdown that follows them, and figures sized and styled for a column or the page.
 
-The records include the rows grids are expected to gain (``COMET+mEWC``, ``-MoE (linear adapter
-+ EWC)``, ``TURN+CPC``) and a partial variant, so long labels and per-cell n are laid out too.
+The records include the extra rows of the grids (``COMET+mEWC``, ``-MoE+linear``, ``TURN+CPC``,
+whose table labels are long) and a partial variant, so long labels and per-cell n are laid out.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from reports.cells import decimals, table_n
 from reports.layout import COLUMN_WIDTH, FILL, TEXT_WIDTH, plan_layout, tabular_width
 
 LONG_ABLATIONS = ABLATIONS | {
-    "-MoE (linear adapter + EWC)": {"method": "dcid", "comet": True, "num_experts": 1},
+    "-MoE+linear": {"method": "dcid", "comet": True, "num_experts": 1},
     "COMET+mEWC": {"method": "dcid", "comet": True, "num_experts": 6},
 }
 LONG_METHODS = METHODS | {"TURN+CPC": {"method": "turn", "comet": False, "num_experts": 6}}
@@ -123,9 +123,9 @@ def test_latex_rows_keep_long_labels_and_every_cell(rich) -> None:
     out, w = rich
     t = next(t for t in _tables(w) if t.name == "table6-abl-delta")
     tex = (out / "tables" / f"{t.name}.tex").read_text(encoding="utf-8")
-    assert r"\hangafter=1 full $-$ (-MoE (linear adapter + EWC))\strut}" in tex  # wraps, whole
+    assert r"-MoE+linear (ours) $-$ COMET (full)" in tex  # the whole label, once per panel
     assert r"\begin{table*}" in tex and r"\resizebox{\linewidth}{!}{\usebox0}" in tex
-    body = [line for line in tex.splitlines() if line.startswith(("full", r"\parbox"))]
+    body = [line for line in tex.splitlines() if line.startswith(("-", "DCID", r"\parbox"))]
     assert len(body) == len(t.rows) * len(plan_layout(t).panels)
     assert sum(line.count("&") for line in body) == len(t.rows) * len(t.header)
     assert tex.count(r"\textbf") == sum(c.strong for line in t.cells for c in line)
