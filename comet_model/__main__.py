@@ -74,9 +74,9 @@ def _progress(row: dict[str, Any], cfg: ExperimentConfig, t0: float) -> None:
     elapsed = time.perf_counter() - t0
     where = f"[stage {row.get('stage_index', '?')}/{len(cfg.data.stages)} {row['stage']}]"
     if row.get("kind") == "eval":
-        objective = row.get("objective", float("nan"))
-        print(f"{where} evaluated: objective {objective:.2f} | {elapsed:.1f} s", file=sys.stderr,
-              flush=True)  # fmt: skip
+        val, test = (row.get(k, float("nan")) for k in ("val/objective", "objective"))
+        print(f"{where} evaluated: objective val {val:.2f} test {test:.2f} | {elapsed:.1f} s",
+              file=sys.stderr, flush=True)  # fmt: skip
         return
     losses = " ".join(
         f"{k[5:]} {v:.3f}"
@@ -95,7 +95,10 @@ _HEADLINE = ("acc", "f1", "mean")  # ave acc, avvp / ave_avvp f1, retrieval mean
 
 
 def headline(key: str) -> bool:
-    """Whether ``key`` belongs in the printed summary (metrics.json has every key)."""
+    """Whether ``key`` belongs in the printed summary (metrics.json has every key): the test
+    metrics, and of the validation ones (``val/``, what choices are made on) the objective."""
+    if key.startswith("val/"):
+        return key == "val/objective"
     parts = key.split("/")
     if parts[0] in ("objective", "forgetting"):
         return True
