@@ -220,6 +220,9 @@ class TrainConfig(Section):
     lr: float = 2e-3  # Adam learning rate (original 4e-4; tuned on validation, digits world)
     clip: float = 0.5  # global gradient-norm clip (0 = off)
     threads: int = 0  # torch threads set by the CLI/pipeline (0 = leave torch's default)
+    # autocast of the training step (comet_model.nn.precision): the codebook, the loss
+    # reductions and the EMA statistics stay in float32; fp16 adds a gradient scaler
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     frozen: tuple[str, ...] = ()  # parameter groups frozen in stages >= 2 (e.g. "semantic.text")
 
     def _validate(self) -> None:

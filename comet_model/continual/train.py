@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Collection, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from comet_model.continual.batches import batch_rows, valid_tokens
 from comet_model.continual.ewc import EWCPenalty
 from comet_model.nn.losses import weighted_total
 from comet_model.nn.model import CometModel, PseudoSource
+from comet_model.nn.precision import autocast
 
 if TYPE_CHECKING:
     from comet_model.continual.stage import StageInputs
@@ -83,6 +85,10 @@ class Trainer:
                 self.params += params
         self.optimizer = _adam(self.params, cfg.train.lr)
         self.club_optimizers = {m: _adam(ps, cfg.club.lr) for m, ps in model.club_groups().items()}
+        self.precision = cfg.train.precision
+        self.device_type = model.codebook.embed.device.type
+        # fp16 gradients underflow without loss scaling (bf16 has float32's exponent range)
+        self.scaler = torch.amp.GradScaler(self.device_type, enabled=self.precision == "fp16")
 
     def state_dict(self) -> dict[str, Any]:
         """Optimiser states (tensors and primitives only)."""
@@ -90,6 +96,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "club": {m: o.state_dict() for m, o in self.club_optimizers.items()},
             "frozen": list(self.frozen),
+            "scaler": self.scaler.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -101,6 +108,12 @@ class Trainer:
             raise ValueError(f"CLUB optimisers {sorted(state['club'])} vs {self.club_optimizers}")
         for m, o in self.club_optimizers.items():
             o.load_state_dict(state["club"][m])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+    def autocast(self) -> AbstractContextManager:
+        """The training step's autocast (a no-op in fp32)."""
+        return autocast(self.device_type, self.precision)
 
 
 def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
@@ -166,21 +179,28 @@ def train_step(
     Returns the detached losses (plus "total" and, with CLUB, "club_estimator": the estimator's
     own loss, not part of the total), the codebook statistics and the number of codes reset.
     """
-    f = model.features(feats, masks)
+    with trainer.autocast():
+        f = model.features(feats, masks)
     estimator = None
     if model.club and cfg.club.inner_steps > 0:
         pairs = {m: (f.codebook.quantized[m].detach(), f.specific[m].detach()) for m in feats}
-        estimator = _club_steps(model, trainer, pairs, f.masks, cfg)
-    out = model.compute_losses(f, generator=generator, pseudo=pseudo)
+        # bf16 estimator steps under autocast; fp16 ones in float32 (their own optimisers
+        # have no scaler)
+        with trainer.autocast() if trainer.precision == "bf16" else nullcontext():
+            estimator = _club_steps(model, trainer, pairs, f.masks, cfg)
+    with trainer.autocast():
+        out = model.compute_losses(f, generator=generator, pseudo=pseudo)
     losses = dict(out.losses)
     if ewc is not None and ewc_params:
         losses["ewc"] = ewc(ewc_params)
     total = weighted_total(losses, {k: weights[k] for k in losses if k in weights})
     trainer.optimizer.zero_grad(set_to_none=True)
-    total.backward()
+    trainer.scaler.scale(total).backward()
+    trainer.scaler.unscale_(trainer.optimizer)  # clip the true gradients
     if cfg.train.clip > 0:
         _clip(trainer.params, cfg.train.clip)
-    trainer.optimizer.step()
+    trainer.scaler.step(trainer.optimizer)
+    trainer.scaler.update()
     # EMA and dead-code reset after backward (spec section 9)
     model.codebook.ema_update_(out.semantic, out.indices, out.masks)
     reset = 0

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from comet_model.config import ModelConfig  # constructor defaults = config defaults
+from comet_model.nn.precision import f32
 
 
 def _uniform(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
@@ -75,7 +76,8 @@ class CLUB(nn.Module):
 
         ``x [B, T, dx]``, ``y [B, T, dy]``, ``mask`` bool ``[B, T]`` (True = valid).
         """
-        mu, logvar = self(x)
+        mu, logvar = (f32(t) for t in self(x))  # the arithmetic in float32 under autocast
+        y = f32(y)
         per_token = (-((mu - y) ** 2) / logvar.exp() - logvar).sum(-1) / 2  # [B, T]
         if mask is None:
             return per_token.mean()
@@ -120,7 +122,8 @@ class CLUB(nn.Module):
         over dimensions of (positive - negative), halved. ``x [B, T, dx]``, ``y [B, T, dy]``.
         """
         batch = x.shape[0]
-        mu, logvar = self(x)  # [B, T, dy]
+        mu, logvar = (f32(t) for t in self(x))  # [B, T, dy], float32 arithmetic
+        y = f32(y)
         device = generator.device if generator is not None else x.device
         perm = torch.randperm(batch, generator=generator, device=device).to(x.device)
         if mask is None:

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from comet_model._util import ResizingBuffers
 from comet_model.config import CodebookConfig as _CB  # constructor defaults = config defaults
+from comet_model.nn.precision import f32, full_precision
 
 _DIST_FLOOR = 1e-8  # sqrt has an infinite gradient at 0: clamp distances before it
 _LOG_EPS = 1e-10  # inside the logs of CMCM (dcid_reference 1.8)
@@ -168,8 +169,12 @@ class SharedCodebook(ResizingBuffers):
         ``sem``: modality -> ``[B, T, D]``; ``masks``: modality -> bool ``[B, T]`` (True = valid;
         missing = all valid). Invalid steps count in no loss and no statistic.
         """
+        with full_precision(self.embed.device.type):  # codebook math in float32 (or float64)
+            return self._forward(sem, masks)
+
+    def _forward(self, sem: dict[str, Tensor], masks: dict[str, Tensor] | None) -> CodebookOutput:
         names = list(sem)
-        z, mask = self._stack(sem, masks)  # [M, B, T, D], [M, B, T]
+        z, mask = self._stack({m: f32(x) for m, x in sem.items()}, masks)  # [M, B, T, D]
         m_count = len(names)
         dist = squared_distances(z, self.embed)  # [M, B, T, K], differentiable in z
         idx = dist.detach().argmin(-1)  # [M, B, T]

@@ -15,6 +15,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from comet_model.config import ModelConfig  # constructor defaults = config defaults
+from comet_model.nn.precision import f32, full_precision, lstm_needs_fp32
 
 _MASKED = -1e9  # finite, so a fully masked row gives 0 * finite instead of 0 * inf = nan
 
@@ -122,13 +123,38 @@ class CrossCPC(nn.Module):
 
         preds = []
         for s, name in enumerate(names):
-            out, _ = self.lstms[name](x[s, :, : t + 1])  # [B, t+1, H]
+            out = self._context(name, x[s, :, : t + 1])  # [B, t+1, H]
             context = out[:, t]  # [B, H]
             preds.append(torch.stack([lin(context) for lin in self.predictors[name]]))
-        pred = torch.stack(preds)  # [S, K, B, D]
-        target = rearrange(x[:, :, t + 1 : t + 1 + k_steps], "s b k d -> s k b d")
-        # rows: target items b of stream x; columns: predictions c from stream y's context
-        scores = torch.einsum("xkbd,ykcd->xykbc", target, pred)  # [S, S, K, B, B]
+        with full_precision(x.device.type):  # InfoNCE scores in float32 under autocast
+            pred = f32(torch.stack(preds))  # [S, K, B, D]
+            x = f32(x)
+            target = rearrange(x[:, :, t + 1 : t + 1 + k_steps], "s b k d -> s k b d")
+            # rows: target items b of stream x; columns: predictions c from stream y's context
+            scores = torch.einsum("xkbd,ykcd->xykbc", target, pred)  # [S, S, K, B, B]
+            return self._losses(scores, x, names, aux, aux_step_weights, masks, t)
+
+    def _context(self, name: str, x: Tensor) -> Tensor:
+        """Stream ``name``'s LSTM outputs over ``x [B, t+1, D]`` (float32 where the CPU has no
+        fp16 LSTM)."""
+        if lstm_needs_fp32(x.device.type):
+            with full_precision("cpu"):
+                return self.lstms[name](f32(x))[0]
+        return self.lstms[name](x)[0]
+
+    def _losses(
+        self,
+        scores: Tensor,
+        x: Tensor,
+        names: list[str],
+        aux: dict[str, Tensor],
+        aux_step_weights: dict[str, Tensor] | None,
+        masks: dict[str, Tensor] | None,
+        t: int,
+    ) -> dict[str, Tensor]:
+        """The weighted InfoNCE terms of the score tensor ``[S, S, K, B, B]`` at anchor ``t``."""
+        n_streams, batch, steps, _ = x.shape
+        k_steps = self.prediction_steps
 
         ones = x.new_ones(batch, steps)
         valid = torch.stack(

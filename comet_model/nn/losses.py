@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from comet_model.nn.precision import f32, full_precision
+
 __all__ = ["masked_mean_pool", "masked_mse", "pooled_info_nce", "weighted_total"]
 
 
@@ -48,7 +50,7 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tens
 
     Equal to ``F.mse_loss(pred, target)`` when every step is valid.
     """
-    sq = (pred - target).pow(2)
+    sq = (f32(pred) - f32(target)).pow(2)  # float32 reduction under autocast
     if mask is None:
         return sq.mean()
     valid = mask.to(sq.dtype)[..., None]
@@ -79,11 +81,19 @@ def pooled_info_nce(
     if len(names) < 2:
         return next(iter(feats.values())).new_zeros(())
     pooled = {
-        m: F.normalize(masked_mean_pool(x, None if masks is None else masks.get(m)), dim=-1)
+        m: F.normalize(masked_mean_pool(f32(x), None if masks is None else masks.get(m)), dim=-1)
         for m, x in feats.items()
     }
     batch = pooled[names[0]].shape[0]
     target = torch.arange(batch, device=pooled[names[0]].device)
+    with full_precision(target.device.type):  # logits and cross-entropy in float32
+        return _pairwise_info_nce(names, pooled, target, temperature)
+
+
+def _pairwise_info_nce(
+    names: list[str], pooled: Mapping[str, Tensor], target: Tensor, temperature: float
+) -> Tensor:
+    """Sum over unordered pairs of the symmetric InfoNCE of pooled unit vectors ``[B, D]``."""
     total = pooled[names[0]].new_zeros(())
     for i, a in enumerate(names):
         for b in names[i + 1 :]:

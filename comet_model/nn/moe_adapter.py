@@ -32,6 +32,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from comet_model.config import MoEConfig as _MoE  # constructor defaults = config defaults
+from comet_model.nn.precision import f32
 
 __all__ = ["AdapterOutput", "LinearAdapter", "MoEAdapter", "load_balance_loss"]
 
@@ -56,7 +57,7 @@ def load_balance_loss(probs: Tensor, mask: Tensor | None = None) -> Tensor:
         mask: bool ``(...)`` with True for valid tokens; None = all valid.
     """
     num_experts = probs.shape[-1]
-    flat = probs.reshape(-1, num_experts)  # (tokens, experts)
+    flat = f32(probs).reshape(-1, num_experts)  # (tokens, experts), float32 sums
     if mask is not None:
         flat = flat * mask.reshape(-1, 1).to(flat.dtype)
         tokens = mask.sum().to(flat.dtype)
