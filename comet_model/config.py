@@ -242,6 +242,9 @@ class DataConfig(Section):
     seed: int = 0  # seed of the data builder (fixed across model seeds)
     downstream_split: Literal["test", "val"] = "test"  # "val": downstream sets from held-out
     # training-pool instances (digits world), for choosing settings without the test sequences
+    # plan files: read HDF5 features from disk in batches ("on"), load them ("off"), or stream
+    # when they would take over half the available memory ("auto"); same results either way
+    streaming: Literal["auto", "on", "off"] = "auto"
 
     def _validate(self) -> None:
         self._require(len(self.stages) >= 1, "stages", "a non-empty list")

@@ -24,11 +24,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import skip_init
 
+from comet_model.data.streaming import row_chunks, rows_per_chunk
+from comet_model.data.tasks import head_tasks, known_steps, step_targets
 from comet_model.data.types import DownstreamSets
 
 _QUANTIZE_CHUNK = 2048  # rows per model.quantize call (bounds memory on large sets)
 _Quantized = dict[tuple[str, str], tuple[Tensor, Tensor, "Tensor | None"]]
-_HEAD_TASKS = (("ave", "ave_train"), ("avvp", "avvp_train"), ("ave_avvp", "ave_train"))
 
 
 def _linear(d_in: int, d_out: int, generator: torch.Generator, device: torch.device) -> nn.Linear:
@@ -41,8 +42,9 @@ def _linear(d_in: int, d_out: int, generator: torch.Generator, device: torch.dev
 
 
 def _valid(labels: Tensor, mask: Tensor | None) -> Tensor:
-    """bool [N, T]: labelled (>= 0) steps inside the mask."""
-    return labels >= 0 if mask is None else (labels >= 0) & mask
+    """bool [N, T]: labelled (>= 0, or multi-hot) steps inside the mask."""
+    known = known_steps(labels)
+    return known if mask is None else known & mask
 
 
 class Head(nn.Module):
@@ -111,8 +113,8 @@ def fit_head(
     mask = None if mask is None else mask.to(codes.device)
     head = Head(codes, mask, num_classes, clip, generator)
     valid = _valid(labels, mask)  # (N, T)
-    target = clip_labels(labels, mask, num_classes, background_class)  # (N,)
-    onehot = F.one_hot(labels.clamp_min(0), num_classes).float()  # (N, T, C)
+    target = clip_labels(labels, mask, num_classes, background_class) if clip else None  # (N,)
+    onehot = step_targets(labels, num_classes)  # (N, T, C); labels may be multi-hot (N, T, C)
     opt = torch.optim.Adam(head.parameters(), lr=lr, foreach=True)  # fewer tiny kernels
     with torch.enable_grad():
         for _ in range(epochs):
@@ -122,7 +124,7 @@ def fit_head(
                 v = valid[idx]
                 if not bool(v.any()):  # no labelled step, hence no clip label either
                     continue
-                if logits is None:
+                if logits is None or target is None:
                     loss = F.binary_cross_entropy_with_logits(steps[v], onehot[idx][v])
                 else:
                     loss = F.cross_entropy(steps[v], labels[idx][v])
@@ -170,11 +172,12 @@ def f1_from_predictions(pred: Tensor, target: Tensor) -> dict[str, float]:
 def score_localisation(
     head: Head, codes: Tensor, labels: Tensor, *, mask: Tensor | None = None
 ) -> dict[str, float]:
-    """P/R/F1 (%) of sigmoid > 0.5 per step and class, micro over all valid test steps."""
+    """P/R/F1 (%) of sigmoid > 0.5 per step and class, micro over all valid test steps
+    (labels: class ids [N, T] or multi-hot [N, T, C])."""
     labels = labels.to(codes.device)
     valid = _valid(labels, None if mask is None else mask.to(codes.device))
     steps = head(codes)[1][valid]  # (S, C)
-    target = F.one_hot(labels[valid], steps.shape[-1]).bool()
+    target = step_targets(labels, steps.shape[-1])[valid].bool()
     return f1_from_predictions(steps > 0, target)  # sigmoid(z) > 0.5  <=>  z > 0
 
 
@@ -342,8 +345,9 @@ def _quantize(model: Any, sets: DownstreamSets, needed: set[tuple[str, str]]) ->
         for s, m in sorted(needed):
             x, mask = getattr(sets, s).features[m], getattr(sets, s).mask(m)
             mask = None if mask is None else mask.to(device)
-            xs = x.to(device).split(_QUANTIZE_CHUNK)  # chunks of (n, T, d_m)
-            ms = [None] * len(xs) if mask is None else mask.split(_QUANTIZE_CHUNK)
+            rows = rows_per_chunk(x, _QUANTIZE_CHUNK)  # fewer rows when wide (CMG video maps)
+            xs = (xi.to(device) for xi in row_chunks(x, rows))  # chunks of (n, T, d_m)
+            ms = [None] * -(-len(x) // rows) if mask is None else mask.split(rows)
             parts = [model.quantize(m, xi, mi) for xi, mi in zip(xs, ms, strict=True)]
             codes = torch.cat([c for c, _ in parts]).float()
             out[(s, m)] = (codes, torch.cat([i for _, i in parts]).long(), mask)
@@ -381,40 +385,45 @@ def evaluate_downstream(
     """
     mods = list(modalities)
     pairs = [(a, b) for a in mods for b in mods if a != b] if pairs is None else pairs
-    if retrieval_pairs is None:
+    if retrieval_pairs is None:  # every unordered pair, if there is a retrieval set
         retrieval_pairs = [(a, b) for i, a in enumerate(mods) for b in mods[i + 1 :]]
-    tests = ("ave_test", "avvp_test", "retrieval")
+        retrieval_pairs = retrieval_pairs if sets.retrieval is not None else []
+    tests = tuple(s for s in ("ave_test", "avvp_test", "retrieval") if s in sets.names())
     needed = {(s, m) for s in tests for m in mods if m in getattr(sets, s).features}
     for a, b in pairs:
         needed |= {("ave_train", a), ("avvp_train", a), ("ave_test", b), ("avvp_test", b)}
     needed |= {("retrieval", m) for pair in retrieval_pairs for m in pair}
     for s, m in sorted(needed):
+        if s not in sets.names():
+            raise ValueError(f"downstream set '{s}' is absent")
         if m not in getattr(sets, s).features:
             raise ValueError(f"modality '{m}' is not in downstream set '{s}'")
-        if s != "retrieval" and getattr(sets, s).labels is None:
+        if s != "retrieval" and getattr(sets, s).labels_for(m) is None:
             raise ValueError(f"downstream set '{s}' has no labels")
     q = _quantize(model, sets, needed)
     base = int(torch.randint(0, 2**62, (1,), generator=generator))
-    fit = {"num_classes": num_classes, "epochs": head_epochs, "lr": head_lr}
-    fit |= {"batch_size": head_batch, "background_class": background_class}
+    fit = {"epochs": head_epochs, "lr": head_lr, "batch_size": head_batch}
+    tasks = head_tasks(sets, num_classes, background_class)  # label space of each head task
     heads: dict[tuple[str, str], Head] = {}
-    for task, train_set in _HEAD_TASKS:
+    for task in tasks:
+        space = {"num_classes": task.num_classes, "background_class": task.background_class}
         for a in dict.fromkeys(a for a, _ in pairs):
-            c, _, mk = q[(train_set, a)]
-            g = _seeded(base, f"{task}/{a}")
-            labels = getattr(sets, train_set).labels
-            heads[(task, a)] = fit_head(c, labels, clip=task == "ave", generator=g, mask=mk, **fit)
+            c, labels, mk = task.select(q[(task.train_set, a)], sets, "train", a)
+            g = _seeded(base, f"{task.name}/{a}")
+            heads[(task.name, a)] = fit_head(
+                c, labels, clip=task.clip, generator=g, mask=mk, **fit, **space
+            )
     out: dict[str, float] = {}
     for a, b in pairs:
-        c, _, mk = q[("ave_test", b)]
-        res = score_classification(
-            heads[("ave", a)], c, sets.ave_test.labels, background_class=background_class, mask=mk
-        )
-        out |= {f"ave/{a}->{b}/{k}": v for k, v in res.items()}
-        c, _, mk = q[("avvp_test", b)]
-        for task in ("avvp", "ave_avvp"):
-            res = score_localisation(heads[(task, a)], c, sets.avvp_test.labels, mask=mk)
-            out |= {f"{task}/{a}->{b}/{k}": v for k, v in res.items()}
+        for task in tasks:
+            head = heads[(task.name, a)]
+            c, labels, mk = task.select(q[(task.test_set, b)], sets, "test", b)
+            if task.clip:
+                bg = task.background_class
+                res = score_classification(head, c, labels, background_class=bg, mask=mk)
+            else:
+                res = score_localisation(head, c, labels, mask=mk)
+            out |= {f"{task.name}/{a}->{b}/{k}": v for k, v in res.items()}
     for a, b in retrieval_pairs:
         (ca, _, ma), (cb, _, mb) = q[("retrieval", a)], q[("retrieval", b)]
         res = retrieval_both(ca, cb, names=(a, b), mask_a=ma, mask_b=mb)

@@ -76,7 +76,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"  # file name inside out_dir
-_RESUME_FREE = ("data.stages", "train.threads")  # config keys a resumed run may change
+_RESUME_FREE = ("data.stages", "train.threads", "data.streaming")  # a resumed run may change
 _CLS_TASKS = (("ave", "acc"), ("avvp", "f1"), ("ave_avvp", "f1"))  # the objective's head metrics
 
 
@@ -126,7 +126,7 @@ def build_benchmark(cfg: ExperimentConfig) -> Benchmark:
     if d.source == "plan":
         if d.downstream_split != "test":
             raise ConfigError("data.downstream_split: 'val' needs the digits or synthetic source")
-        return make_benchmark("plan", plan_file=d.plan_file)
+        return make_benchmark("plan", plan_file=d.plan_file, streaming=d.streaming)
     kw: dict[str, Any] = {
         "stages": d.stages, "seed": d.seed, "steps": d.steps,
         "train_sequences": d.train_sequences, "val_sequences": d.val_sequences,
@@ -194,7 +194,7 @@ def evaluate_stage(
     out = {"usage/codebook_size": float(model.codebook_size)}
     if sets is None:
         return out
-    names = ("ave_train", "ave_test", "avvp_train", "avvp_test", "retrieval")
+    names = sets.names()  # the retrieval set is optional
     avail = [m for m in seen if all(m in getattr(sets, s).features for s in names)]
     avail = _ordered(avail, mediator)
     if len(avail) < 2:
@@ -202,6 +202,7 @@ def evaluate_stage(
     heads = [m for m in avail if m != mediator]
     pairs = [(a, b) for a in heads for b in heads if a != b]
     rpairs = [(a, b) for i, a in enumerate(avail) for b in avail[i + 1 :]]
+    rpairs = rpairs if sets.retrieval is not None else []
     metrics = evaluate_downstream(
         model, sets, modalities=avail, pairs=pairs, retrieval_pairs=rpairs,
         num_classes=benchmark.num_classes, background_class=benchmark.background_class,
@@ -511,6 +512,8 @@ def run_continual(
             "codes_reset": summary.codes_reset, "losses": dict(summary.losses),
             "codebook_size": model.codebook_size, **times,
         }  # fmt: skip
+        if benchmark.meta:  # provenance of a plan's data, e.g. a stand-in for text features
+            info["data"] = dict(benchmark.meta)
         report = StageReport(index, stage.name, dict(metrics), None, info)
         snap = None
         if path is not None:

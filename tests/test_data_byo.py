@@ -204,7 +204,7 @@ BAD = {
     "mask values": (_set("vt_val.npz", "mask_v", lambda a: a["mask_v"] * 3), "mask_v"),
     "one modality": (_plan_edit('["v", "t"]', '["v"]'), "at least two"),
     "unknown plan key": (_plan_edit("seed = 1", "sed = 1"), "unknown key"),
-    "partial downstream": (_plan_edit('retrieval = "down.h5"', ""), "retrieval"),
+    "partial downstream": (_plan_edit('avvp_test = "down.npz"', ""), "avvp_test"),
 }
 
 
