@@ -1,6 +1,7 @@
-"""Command line of the data layer: build the digits bank, check a stage plan, probe a bank.
+"""Command line of the data layer: build the digits bank, import CMG's data, check a plan.
 
     python -m comet_model.data build [--raw DIR] [--out FILE]
+    python -m comet_model.data import-cmg --pretrain-csv CSV ... --out DIR   (see --help)
     python -m comet_model.data check PLAN [--streaming auto|on|off]
     python -m comet_model.data probe [--bank FILE] [--background]
 
@@ -94,6 +95,21 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    from .cmg_import import import_cmg
+    from .import_cli import fresh_start, options_from_args, summary_lines
+
+    opts = options_from_args(args)
+    if args.fresh:
+        fresh_start(opts)
+    t0 = time.perf_counter()
+    report = import_cmg(opts, progress=_stderr)
+    for line in summary_lines(report):
+        print(line)
+    print(f"wrote {report.plan} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def _cmd_probe(args: argparse.Namespace) -> int:
     from .bank import load_bank
     from .probe import probe_accuracy
@@ -144,6 +160,9 @@ def make_parser() -> argparse.ArgumentParser:
         "would choose (auto, default)",
     )
     c.set_defaults(func=_cmd_check)
+    from .import_cli import add_import_parser
+
+    add_import_parser(sub).set_defaults(func=_cmd_import)
     p = sub.add_parser(
         "probe",
         help="linear-probe accuracy of every modality of a bank",
