@@ -20,17 +20,25 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .streaming import H5Rows, check_finite, release
+from . import streaming as _streaming
+from .streaming import H5Rows, check_finite, nonfinite, release
 from .types import DataError, FeatureArray, Sequences
 
-__all__ = ["FEATURE_SUFFIXES", "feature_bytes", "read_sequences", "write_sequences"]
+__all__ = [
+    "FEATURE_SUFFIXES",
+    "feature_bytes",
+    "read_parts",
+    "read_sequences",
+    "write_sequences",
+]
+Parts = list["np.ndarray | None"]  # item rows of each part (sorted), None = every item
 
 FEATURE_SUFFIXES = (".npz", ".h5", ".hdf5")
 _RESERVED = ("labels_", "mask_", "meta_", "_")
@@ -132,17 +140,44 @@ def _check_feature_dtype(path: Path, name: str, dtype: np.dtype, shape: tuple[in
 
 
 def _as_features(path: Path, name: str, x: np.ndarray) -> Tensor:
-    _check_feature_dtype(path, name, x.dtype, x.shape)
     t = torch.from_numpy(x.astype(np.float32, copy=False))
     check_finite(t, str(path), name)
     return t
 
 
-def _stream_features(path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype) -> H5Rows:
-    _check_feature_dtype(path, name, dtype, shape)
+def _h5_features(path: Path, name: str, parts: Parts) -> list[Tensor]:
+    """One float32 tensor per part (rows of the file, sorted), read in chunks of about
+    ``CHUNK_BYTES`` straight into them: no full-size copy in the file's dtype, and each chunk
+    is checked for NaN / Inf before it is kept."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            ds = f[name]
+            n, item = ds.shape[0], ds.shape[1:]
+            rows = [np.arange(n) if p is None else p for p in parts]
+            outs = [np.empty((len(r), *item), dtype=np.float32) for r in rows]
+            step = max(1, _streaming.CHUNK_BYTES // (4 * int(np.prod(item)) or 1))
+            buf = np.empty((min(step, n), *item), dtype=ds.dtype)
+            for a in range(0, n, step):
+                b = min(n, a + step)
+                ds.read_direct(buf, np.s_[a:b], np.s_[0 : b - a])
+                if nonfinite(buf[: b - a]):
+                    raise DataError(f"{path}: '{name}' contains NaN or Inf")
+                for r, out in zip(rows, outs, strict=True):
+                    lo, hi = np.searchsorted(r, (a, b))
+                    out[lo:hi] = buf[r[lo:hi] - a]
+    except (OSError, ValueError, TypeError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"{path}: unreadable HDF5 ({exc})") from None
+    return [torch.from_numpy(o) for o in outs]
+
+
+def _stream_features(path: Path, name: str, parts: Parts) -> list[FeatureArray]:
     rows = H5Rows(path, name)
     check_finite(rows, str(path), name)
-    return rows
+    return [rows if p is None else rows.take(p) for p in parts]
 
 
 def _labels(path: Path, name: str, y: np.ndarray, n: int, t: int) -> Tensor:
@@ -176,15 +211,15 @@ def _mask(path: Path, name: str, k: np.ndarray, n: int, t: int) -> Tensor:
     raise DataError(f"{path}: '{name}' must be bool or 0/1 values (dtype {k.dtype})")
 
 
-def _common_shape(path: Path, feats: Mapping[str, FeatureArray]) -> tuple[int, int]:
+def _common_shape(path: Path, shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, int]:
     n = t = first = None
-    for m, x in feats.items():
+    for m, shape in shapes.items():
         if n is None:
-            n, t, first = x.shape[0], x.shape[1], m
-        elif x.shape[0] != n:
-            raise DataError(f"{path}: '{m}' has N={x.shape[0]} items but '{first}' has N={n}")
-        elif x.shape[1] != t:
-            raise DataError(f"{path}: '{m}' has T={x.shape[1]} steps but '{first}' has T={t}")
+            n, t, first = shape[0], shape[1], m
+        elif shape[0] != n:
+            raise DataError(f"{path}: '{m}' has N={shape[0]} items but '{first}' has N={n}")
+        elif shape[1] != t:
+            raise DataError(f"{path}: '{m}' has T={shape[1]} steps but '{first}' has T={t}")
     assert n is not None and t is not None
     return int(n), int(t)
 
@@ -218,6 +253,19 @@ def read_sequences(
     """Read and validate one feature file; ``modalities`` picks (and requires) those arrays.
 
     ``streaming``: an HDF5 file's feature arrays stay on disk and are read in batches."""
+    return read_parts(path, modalities, [None], streaming=streaming)[0]
+
+
+def read_parts(
+    path: str | os.PathLike[str],
+    modalities: tuple[str, ...] | None,
+    parts: Parts | Callable[[int], Parts],
+    *,
+    streaming: bool = False,
+) -> list[Sequences]:
+    """Validate a feature file and read it as one :class:`Sequences` per part (sorted item
+    rows, or None for all; or a function of the file's N giving them), in one pass over the
+    file: a train/val split of a file loaded into memory never holds the file twice."""
     path = Path(path)
     shapes = _shapes(path)
     feature_keys = _feature_keys(shapes)
@@ -228,26 +276,43 @@ def read_sequences(
     missing = [m for m in modalities if m not in shapes]
     if missing:
         raise DataError(f"{path}: missing array '{missing[0]}' (has {sorted(shapes)})")
+    for m in modalities:
+        _check_feature_dtype(path, m, shapes[m][1], shapes[m][0])
+    n, t = _common_shape(path, {m: shapes[m][0] for m in modalities})
+    if callable(parts):
+        parts = parts(n)
     side = [k for k in shapes if k == "labels" or k.startswith(("labels_", "mask_"))]
-    stream = streaming and _suffix(path) != ".npz"
-    if stream:
-        arrays = _h5_read(path, side)
-        feats: dict[str, FeatureArray] = {
-            m: _stream_features(path, m, *shapes[m]) for m in modalities
+    if _suffix(path) == ".npz":
+        arrays = _npz(path)
+        full = {m: _as_features(path, m, arrays[m]) for m in modalities}
+        cols = {
+            m: [x if p is None else x[torch.from_numpy(p)] for p in parts] for m, x in full.items()
         }
     else:
-        arrays = _npz(path) if _suffix(path) == ".npz" else _h5_read(path, [*side, *modalities])
-        feats = {m: _as_features(path, m, arrays[m]) for m in modalities}
-    n, t = _common_shape(path, feats)
+        arrays = _h5_read(path, side)
+        read = _stream_features if streaming else _h5_features
+        cols = {m: read(path, m, parts) for m in modalities}
     labels = None if "labels" not in arrays else _labels(path, "labels", arrays["labels"], n, t)
-    own = _per_modality(path, "labels_", arrays, feats, feature_keys)
-    masks = _per_modality(path, "mask_", arrays, feats, feature_keys)
-    return Sequences(
-        features=feats,
-        labels=labels,
-        masks={m: _mask(path, f"mask_{m}", k, n, t) for m, k in masks.items()} or None,
-        modality_labels={m: _labels(path, f"labels_{m}", y, n, t) for m, y in own.items()} or None,
-    )
+    own = _per_modality(path, "labels_", arrays, cols, feature_keys)
+    own_labels = {m: _labels(path, f"labels_{m}", y, n, t) for m, y in own.items()}
+    masks = _per_modality(path, "mask_", arrays, cols, feature_keys)
+    mask_of = {m: _mask(path, f"mask_{m}", k, n, t) for m, k in masks.items()}
+    out = []
+    for i, p in enumerate(parts):
+        rows = None if p is None else torch.from_numpy(p)
+
+        def take(y: Tensor, rows: Tensor | None = rows) -> Tensor:
+            return y if rows is None else y[rows]
+
+        out.append(
+            Sequences(
+                features={m: c[i] for m, c in cols.items()},
+                labels=None if labels is None else take(labels),
+                masks={m: take(k) for m, k in mask_of.items()} or None,
+                modality_labels={m: take(y) for m, y in own_labels.items()} or None,
+            )
+        )
+    return out
 
 
 def write_sequences(path: str | os.PathLike[str], seqs: Sequences) -> None:

@@ -47,9 +47,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
-from .byo import feature_bytes, read_sequences
+from .byo import feature_bytes, read_parts, read_sequences
 from .digits import find_mediator
 from .plan_labels import (
     TASKS,
@@ -203,25 +202,25 @@ class _Dims:
             self.dims.setdefault(m, (d, file))
 
 
-def _split_train_val(
-    seqs: Sequences, fraction: float, rng: np.random.Generator, path: Path
-) -> tuple[Sequences, Sequences]:
-    n = seqs.num_items
-    if n < 2:
-        raise DataError(f"{path}: {n} item(s), need at least 2 to split off a val set")
-    k = min(n - 1, max(1, round(fraction * n)))
-    perm = rng.permutation(n)
-    val_idx, train_idx = np.sort(perm[:k]), np.sort(perm[k:])
-    return seqs.subset(torch.from_numpy(train_idx)), seqs.subset(torch.from_numpy(val_idx))
-
-
 def _read_stage(
     spec: _StageSpec, dims: _Dims, fraction: float, rng: np.random.Generator, stream: bool
 ) -> tuple[Sequences, Sequences]:
+    if spec.val is None:  # a seeded share of the train file's items becomes val
+
+        def split(n: int) -> list[np.ndarray | None]:
+            if n < 2:
+                raise DataError(
+                    f"{spec.train}: {n} item(s), need at least 2 to split off a val set"
+                )
+            k = min(n - 1, max(1, round(fraction * n)))
+            perm = rng.permutation(n)
+            return [np.sort(perm[k:]), np.sort(perm[:k])]
+
+        train, val = read_parts(spec.train, spec.modalities, split, streaming=stream)
+        dims.check(train, spec.train)
+        return train, val
     train = read_sequences(spec.train, spec.modalities, streaming=stream)
     dims.check(train, spec.train)
-    if spec.val is None:
-        return _split_train_val(train, fraction, rng, spec.train)
     val = read_sequences(spec.val, spec.modalities, streaming=stream)
     if val.num_steps != train.num_steps:
         raise DataError(

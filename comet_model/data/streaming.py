@@ -35,6 +35,7 @@ __all__ = [
     "H5Rows",
     "available_memory",
     "check_finite",
+    "nonfinite",
     "release",
     "row_chunks",
     "rows_per_chunk",
@@ -167,7 +168,7 @@ def row_chunks(x: Tensor | H5Rows, max_rows: int) -> Iterator[Tensor]:
         yield from x.chunks(max_rows)
 
 
-def _nonfinite(raw: np.ndarray) -> bool:
+def nonfinite(raw: np.ndarray) -> bool:
     """Whether a float array has NaN or Inf (exponent bits all ones; no float conversion)."""
     size = raw.dtype.itemsize
     bits = raw.view(_UINT[size])
@@ -177,8 +178,10 @@ def _nonfinite(raw: np.ndarray) -> bool:
 def check_finite(x: Tensor | H5Rows, source: str, name: str) -> None:
     """Raise :class:`DataError` ``"<source>: '<name>' contains NaN or Inf"`` if it does;
     an :class:`H5Rows` is scanned from its file in chunks of about ``CHUNK_BYTES``."""
-    if isinstance(x, Tensor):
-        bad = not bool(torch.isfinite(x).all())
+    if isinstance(x, Tensor):  # by row chunks: torch.isfinite makes full-size temporaries
+        bad = any(
+            not bool(torch.isfinite(c).all()) for c in x.split(rows_per_chunk(x, len(x) or 1))
+        )
     else:
         ds = _dataset(x.path, x.name, x.stamp)
         step = rows_per_chunk(x, len(x) or 1)
@@ -188,7 +191,7 @@ def check_finite(x: Tensor | H5Rows, source: str, name: str) -> None:
             for start in range(0, len(x), step):
                 n = min(step, len(x) - start)
                 ds.read_direct(buf, np.s_[start : start + n], np.s_[0:n])
-                if _nonfinite(buf[:n]):
+                if nonfinite(buf[:n]):
                     bad = True
                     break
         else:
