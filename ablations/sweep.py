@@ -176,13 +176,11 @@ def run_sweep(
 ) -> SweepOutcome:
     """Run (or resume) the sweep ``spec`` under ``storage/spec.name``."""
     from comet_model.config import preset as get_preset
+    from comet_model.data.plan import stage_count
 
     preset_flat = get_preset(spec.preset).to_flat()
-    num_stages = (
-        len(preset_flat["data.stages"])
-        if "data.stages" not in spec.base
-        else len(spec.base["data.stages"])
-    )
+    flat = {**preset_flat, **spec.base}  # a stage plan names its own stages
+    num_stages = stage_count(flat["data.source"], flat["data.plan_file"], flat["data.stages"])
     if res.address:
         _check_address(res.address)  # before anything is written
     storage = storage.resolve()

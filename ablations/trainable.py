@@ -47,6 +47,7 @@ def comet_trial(
 
     from comet_model.config import ExperimentConfig
     from comet_model.config import preset as get_preset
+    from comet_model.data.plan import stage_count
     from comet_model.pipeline import run_continual
 
     overrides = dict(base) | trial_overrides(config, arms)
@@ -59,7 +60,7 @@ def comet_trial(
     trial_id = context.get_trial_id() or ""
     root_path = Path(root)
     work = root_path / "work" / key
-    num_stages = len(cfg.data.stages)
+    num_stages = stage_count(cfg.data.source, cfg.data.plan_file, cfg.data.stages)  # plan's own
 
     device = "cpu"
     if gpu_fraction > 0:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from comet_model.config import PRESETS, ConfigError, ExperimentConfig, parse_override, preset
+from comet_model.data.plan import stage_count
 from comet_model.data.types import DataError
 
 _PROG = "comet"
@@ -81,7 +82,8 @@ def make_config(args: argparse.Namespace) -> ExperimentConfig:
 
 def _progress(row: dict[str, Any], cfg: ExperimentConfig, t0: float) -> None:
     elapsed = time.perf_counter() - t0
-    where = f"[stage {row.get('stage_index', '?')}/{len(cfg.data.stages)} {row['stage']}]"
+    n = stage_count(cfg.data.source, cfg.data.plan_file, cfg.data.stages)  # a plan's own
+    where = f"[stage {row.get('stage_index', '?')}/{n} {row['stage']}]"
     if row.get("kind") == "eval":
         objective = row.get("objective", float("nan"))
         print(f"{where} evaluated: objective {objective:.2f} | {elapsed:.1f} s", file=sys.stderr,

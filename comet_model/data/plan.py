@@ -42,6 +42,7 @@ never. Every problem raises :class:`DataError` with one line naming the file and
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -60,7 +61,7 @@ from .plan_labels import (
 from .streaming import should_stream
 from .types import Benchmark, DataError, DownstreamSets, Sequences, StageData, TaskClasses
 
-__all__ = ["DOWNSTREAM_KEYS", "Streaming", "load_plan"]
+__all__ = ["DOWNSTREAM_KEYS", "Streaming", "load_plan", "plan_stage_names", "stage_count"]
 
 Streaming = Literal["auto", "on", "off"]
 DOWNSTREAM_KEYS: tuple[str, ...] = ("ave_train", "ave_test", "avvp_train", "avvp_test", "retrieval")
@@ -237,6 +238,18 @@ def _meta(plan: dict[str, Any], path: Path) -> dict[str, str]:
     if not isinstance(meta, dict) or not all(isinstance(v, ok) for v in meta.values()):
         raise DataError(f"{path}: 'meta' must be a table of strings")
     return {str(k): str(v) for k, v in meta.items()}
+
+
+def plan_stage_names(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The stage names of a plan, in order, from the plan file alone (no feature file read)."""
+    path = Path(path)
+    return tuple(s.name for s in _stage_specs(_read_plan(path), path))
+
+
+def stage_count(source: str, plan_file: str, stages: Sequence[str]) -> int:
+    """Stages a run of ``data.source`` will train: a plan's own (from its file), else
+    ``data.stages``."""
+    return len(plan_stage_names(plan_file)) if source == "plan" else len(stages)
 
 
 def load_plan(path: str | os.PathLike[str], streaming: Streaming | bool = "auto") -> Benchmark:
