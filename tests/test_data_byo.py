@@ -271,3 +271,4 @@ def test_stage_count_reads_only_the_plan_file(plan_dir: Path) -> None:
     assert plan_stage_names(plan_dir / "plan.toml") == ("vt", "at")
     assert stage_count("plan", str(plan_dir / "plan.toml"), ("a-t", "b-t", "c-t")) == 2
     assert stage_count("digits", "", ("a-t", "b-t", "c-t")) == 3
+    assert stage_count("plan", str(plan_dir / "absent.toml"), ("a-t", "b-t", "c-t")) == 3

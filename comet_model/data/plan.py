@@ -248,8 +248,13 @@ def plan_stage_names(path: str | os.PathLike[str]) -> tuple[str, ...]:
 
 def stage_count(source: str, plan_file: str, stages: Sequence[str]) -> int:
     """Stages a run of ``data.source`` will train: a plan's own (from its file), else
-    ``data.stages``."""
-    return len(plan_stage_names(plan_file)) if source == "plan" else len(stages)
+    ``data.stages``, also when the plan cannot be read (the run itself reports that)."""
+    if source == "plan":
+        try:
+            return len(plan_stage_names(plan_file))
+        except DataError:
+            pass
+    return len(stages)
 
 
 def load_plan(path: str | os.PathLike[str], streaming: Streaming | bool = "auto") -> Benchmark:
