@@ -128,7 +128,7 @@ def plan(tmp_path: Path) -> Path:
         steps=4,
         train_sequences=40,
         val_sequences=8,
-        dim={"video": 50, "audio": 8, "text": 8},
+        dim={"video": 200, "audio": 8, "text": 8},
         downstream_sequences=24,
         retrieval_items=12,
     )
@@ -191,7 +191,7 @@ TINY = {
     "data.source": "plan",
     "model.video_frontend": "cmg",
     "model.cmg_grid": 5,
-    "model.cmg_channels": 2,
+    "model.cmg_channels": 8,
     "model.cmg_width": 8,
 }
 
@@ -204,7 +204,7 @@ def test_streamed_and_in_memory_runs_give_identical_metrics(
     from comet_model.config import preset
     from comet_model.pipeline import run_continual
 
-    monkeypatch.setattr(st, "CHUNK_BYTES", 4 * 4 * 50 * 5)  # 5 video rows a chunk
+    monkeypatch.setattr(st, "CHUNK_BYTES", 4 * 4 * 200 * 5)  # 5 video rows a chunk
     runs = {}
     for mode in ("on", "off"):
         cfg = preset("smoke").override(TINY | {"data.plan_file": str(plan), "data.streaming": mode})
