@@ -418,3 +418,48 @@ def test_end_to_end_import_check_and_continual_run_at_cmg_shapes(tmp_path: Path)
         assert key in metrics and np.isfinite(metrics[key]), key
     assert np.isfinite(metrics["objective"])
     assert "stand-in" in result["stages"][0]["data"]["text_features"]
+
+
+def test_text_model_gives_its_last_layer_token_vectors(layout: Layout, tmp_path: Path) -> None:
+    """A tiny BERT made here (nothing downloaded): the text rows are its token vectors."""
+    transformers = pytest.importorskip("transformers")
+    words = sorted({w for _, p in layout_prompts(layout) for w in p.split()})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    model_dir = tmp_path / "tiny-bert"
+    model_dir.mkdir()
+    (model_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = transformers.BertTokenizerFast(vocab_file=str(model_dir / "vocab.txt"))
+    tok.save_pretrained(model_dir)
+    cfg = transformers.BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    torch.manual_seed(0)
+    bert = transformers.BertModel(cfg).eval()
+    bert.save_pretrained(model_dir)
+    out = tmp_path / "out"
+    argv = [a for a in import_args(layout, out) if a not in ("--text-dim", "32")]
+    assert main([*argv, "--text-model", str(model_dir)]) == 0
+    stage = _arrays(out / "stage1_video-text.h5")
+    assert stage["text"].shape[1:] == (10, 16)
+    meta = load_plan(out / "plan.toml").meta["text_features"]
+    assert "tiny-bert" in meta and "bert" in meta and "stand-in" not in meta
+    clip = stage["meta_ids"][0].decode()
+    rows = src.read_csv(layout.pretrain_csv, ("video_id", "category"))
+    prompt = dict(layout_prompts(layout))[
+        next(r["category"] for r in rows if r["video_id"] == clip)
+    ]
+    enc = tok(prompt, return_tensors="pt")
+    with torch.no_grad():
+        want = bert(**enc).last_hidden_state[0, 1:-1].numpy()  # without [CLS] and [SEP]
+    n = min(10, len(want))
+    assert stage["mask_text"][0].sum() == n
+    assert np.allclose(stage["text"][0][:n], want[:n], atol=2e-3)  # float16 on disk
+
+
+def layout_prompts(layout: Layout) -> list[tuple[str, str]]:
+    lines = layout.prompts.read_text().splitlines()[1:]
+    return [tuple(line.split(",", 1)) for line in lines]
