@@ -216,7 +216,7 @@ def write_items(
     for p in (p for p, d in zip(shards, done, strict=True) if d):
         if _fingerprint_of(p) != item_file.fingerprint:
             raise _refuse(p)
-    t0, last = time.perf_counter(), -math.inf
+    t0 = last = time.perf_counter()  # the first line after `every` seconds
     resumed = any(done)
     before = sum(b - a for (a, b), d in zip(bounds, done, strict=True) if d)
     first_new = None
