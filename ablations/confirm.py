@@ -48,7 +48,7 @@ def best_trial(exp_dir: Path, metric: str, mode: str) -> tuple[str, dict[str, ob
 def confirm_spec(search: SweepSpec, exp_dir: Path, seeds: int) -> SweepSpec:
     """The confirmation sweep of ``search`` (seeds after the search's own seed)."""
     _, searched, _ = best_trial(exp_dir, search.metric, search.mode)
-    first = max(search.seeds) + 1
+    first = search.seeds[0] + 1  # the search itself runs on its first seed only
     return SweepSpec(
         name=f"{search.name}-confirm",
         preset=search.preset,

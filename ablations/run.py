@@ -149,6 +149,9 @@ def make_spec(args: argparse.Namespace):
         if not args.plan.is_file():
             raise ValueError(f"{args.plan}: stage plan file not found")
         base |= {"data.source": "plan", "data.plan_file": str(args.plan.resolve())}
+        from comet_model.data.plan import plan_stage_names
+
+        plan_stage_names(args.plan)  # a malformed plan: one line now, not in every trial
     if args.grid:
         arms = get_grid(args.grid)
         name = args.name or f"{args.grid}-{args.preset}"

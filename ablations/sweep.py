@@ -282,9 +282,11 @@ def run_sweep(
 ) -> SweepOutcome:
     """Run (or resume) the sweep ``spec`` under ``storage/spec.name``."""
     from comet_model.config import preset as get_preset
+    from comet_model.data.plan import stage_count
 
     preset_flat = get_preset(spec.preset).to_flat()
-    num_stages = len(spec.base.get("data.stages", preset_flat["data.stages"]))
+    flat = {**preset_flat, **spec.base}  # a stage plan names its own stages
+    num_stages = stage_count(flat["data.source"], flat["data.plan_file"], flat["data.stages"])
     if res.address:
         _check_address(res.address)  # before anything is written
     exp_dir = _prepare_storage(spec, storage, fresh)

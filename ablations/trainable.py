@@ -111,6 +111,7 @@ def comet_trial(
     from comet_model.config import ExperimentConfig
     from comet_model.config import preset as get_preset
     from comet_model.continual.pipeline import completed_stages, run_continual
+    from comet_model.data.plan import stage_count
 
     flat = resolve_flat(get_preset(preset).to_flat(), dict(base) | trial_overrides(config, arms),
                         int(config["seed"]))  # fmt: skip
@@ -127,7 +128,8 @@ def comet_trial(
         with restored.as_directory() as d:
             trial.work.mkdir(parents=True, exist_ok=True)
             shutil.copy2(Path(d) / "checkpoint.pt", trial.work / "checkpoint.pt")
-    num_stages, start = len(cfg.data.stages), time.perf_counter()
+    num_stages = stage_count(cfg.data.source, cfg.data.plan_file, cfg.data.stages)  # plan's own
+    start = time.perf_counter()
     try:
         result = run_continual(cfg, out_dir=trial.work, on_stage_end=_reporter(trial, metric),
                                device=_device(gpu_fraction))  # fmt: skip

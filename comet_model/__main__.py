@@ -24,6 +24,7 @@ from typing import Any
 from comet_model._cli import OneLineParser, fail
 from comet_model._util import atomic_write_text
 from comet_model.config import PRESETS, ConfigError, ExperimentConfig, parse_override, preset
+from comet_model.data.plan import stage_count
 from comet_model.data.types import DataError
 
 _PROG = "comet"
@@ -72,7 +73,8 @@ def make_config(args: argparse.Namespace) -> ExperimentConfig:
 
 def _progress(row: dict[str, Any], cfg: ExperimentConfig, t0: float) -> None:
     elapsed = time.perf_counter() - t0
-    where = f"[stage {row.get('stage_index', '?')}/{len(cfg.data.stages)} {row['stage']}]"
+    n = stage_count(cfg.data.source, cfg.data.plan_file, cfg.data.stages)  # a plan's own
+    where = f"[stage {row.get('stage_index', '?')}/{n} {row['stage']}]"
     if row.get("kind") == "eval":
         val, test = (row.get(k, float("nan")) for k in ("val/objective", "objective"))
         print(f"{where} evaluated: objective val {val:.2f} test {test:.2f} | {elapsed:.1f} s",

@@ -254,6 +254,9 @@ class DataConfig(Section):
     train_sequences: int = 4000  # training sequences per stage
     val_sequences: int = 400  # validation sequences per stage
     seed: int = 0  # seed of the data builder (fixed across model seeds)
+    # plan files: read HDF5 features from disk in batches ("on"), load them ("off"), or stream
+    # when they would take over half the available memory ("auto"); same results either way
+    streaming: Literal["auto", "on", "off"] = "auto"
 
     def _validate(self) -> None:
         self._require(len(self.stages) >= 1, "stages", "a non-empty list")

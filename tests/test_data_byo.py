@@ -204,7 +204,7 @@ BAD = {
     "mask values": (_set("vt_val.npz", "mask_v", lambda a: a["mask_v"] * 3), "mask_v"),
     "one modality": (_plan_edit('["v", "t"]', '["v"]'), "at least two"),
     "unknown plan key": (_plan_edit("seed = 1", "sed = 1"), "unknown key"),
-    "partial downstream": (_plan_edit('retrieval = "down.h5"', ""), "retrieval"),
+    "partial downstream": (_plan_edit('avvp_test = "down.npz"', ""), "avvp_test"),
 }
 
 
@@ -262,3 +262,13 @@ def test_cli_check_bad_input_one_line_exit_2(
     lines = err.strip().splitlines()
     assert len(lines) == 1 and out == "", err
     assert lines[0].startswith("error: ") and culprit in lines[0] and expected in lines[0]
+
+
+def test_stage_count_reads_only_the_plan_file(plan_dir: Path) -> None:
+    from comet_model.data.plan import plan_stage_names, stage_count
+
+    (plan_dir / "vt_train.npz").unlink()  # no feature file is read
+    assert plan_stage_names(plan_dir / "plan.toml") == ("vt", "at")
+    assert stage_count("plan", str(plan_dir / "plan.toml"), ("a-t", "b-t", "c-t")) == 2
+    assert stage_count("digits", "", ("a-t", "b-t", "c-t")) == 3
+    assert stage_count("plan", str(plan_dir / "absent.toml"), ("a-t", "b-t", "c-t")) == 3

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from comet_model.data.streaming import rows_per_chunk
 from comet_model.data.types import Sequences, StageData
 from comet_model.nn.model import CometModel
 
@@ -42,10 +43,18 @@ def sample_semantic_tokens(
     try:
         n = stage.train.num_items
         idx = torch.randperm(n, generator=generator)[: min(items, n)]
-        feats, masks = batch_rows(stage.train, stage.modalities, idx, model.codebook.embed.device)
-        sem = {
-            m: model.encode(m, x, None if masks is None else masks.get(m)) for m, x in feats.items()
-        }
-        return valid_tokens(sem, masks)
+        device = model.codebook.embed.device
+        # wide features (CMG pool5 maps, 1 MB an item) are read and encoded 64 MB at a time
+        step = min(rows_per_chunk(stage.train.features[m], items) for m in stage.modalities)
+        sem: dict[str, list[Tensor]] = {m: [] for m in stage.modalities}
+        masks_of: list[dict[str, Tensor] | None] = []
+        for part in idx.split(step):
+            feats, masks = batch_rows(stage.train, stage.modalities, part, device)
+            for m, x in feats.items():
+                sem[m].append(model.encode(m, x, None if masks is None else masks.get(m)))
+            masks_of.append(masks)
+        first = masks_of[0]
+        masks = None if first is None else {m: torch.cat([k[m] for k in masks_of]) for m in first}
+        return valid_tokens({m: torch.cat(z) for m, z in sem.items()}, masks)
     finally:
         model.train(was_training)

@@ -122,7 +122,7 @@ def build_benchmark(cfg: ExperimentConfig) -> Benchmark:
 
     d = cfg.data
     if d.source == "plan":
-        return make_benchmark("plan", plan_file=d.plan_file)
+        return make_benchmark("plan", plan_file=d.plan_file, streaming=d.streaming)
     kw: dict[str, Any] = {
         "stages": d.stages, "seed": d.seed, "steps": d.steps,
         "train_sequences": d.train_sequences, "val_sequences": d.val_sequences,
@@ -274,6 +274,8 @@ def _train(run: _Run, i: int, on_metrics: MetricsCallback | None) -> tuple[dict,
         "codes_reset": summary.codes_reset, "losses": dict(summary.losses),
         "codebook_size": model.codebook_size, **times,
     }  # fmt: skip
+    if run.benchmark.meta:  # provenance of a plan's data, e.g. a stand-in for text features
+        info["data"] = dict(run.benchmark.meta)
     return metrics, info
 
 

@@ -17,7 +17,7 @@ from comet_model.continual import checkpoint as ckpt
 __all__ = ["CHECKPOINT", "RESUME_FREE", "ResumeError", "check_resume", "completed_stages"]
 
 CHECKPOINT = "checkpoint.pt"  # file name inside out_dir
-RESUME_FREE = ("data.stages", "train.threads")  # config keys a resumed run may change
+RESUME_FREE = ("data.stages", "train.threads", "data.streaming")  # a resumed run may change
 
 
 class ResumeError(ValueError):

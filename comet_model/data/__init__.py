@@ -9,29 +9,32 @@ from __future__ import annotations
 from typing import Any
 
 from .bank import FeatureBank, ModalityBank, load_bank
-from .byo import load_plan, read_sequences, write_sequences
+from .byo import read_sequences, write_sequences
 from .digits import DigitsPlan, digits_benchmark, plan_digits
+from .plan import load_plan
 from .synthetic import synthetic_benchmark
-from .types import Benchmark, DataError, DownstreamSets, Sequences, StageData
+from .types import Benchmark, DataError, DownstreamSets, Sequences, StageData, TaskClasses
 
 SOURCES: tuple[str, ...] = ("digits", "plan", "synthetic")
 
 
 def make_benchmark(source: str, **kwargs: Any) -> Benchmark:
     """Build a benchmark from ``source``: "digits" (:func:`digits_benchmark` keyword arguments),
-    "plan" (``path=`` or ``plan_file=`` a stage plan file) or "synthetic"
-    (:func:`synthetic_benchmark` keyword arguments)."""
+    "plan" (``path=`` or ``plan_file=`` a stage plan file, optional ``streaming=`` "auto", "on"
+    or "off", see :func:`load_plan`) or "synthetic" (:func:`synthetic_benchmark` keyword
+    arguments)."""
     if source == "digits":
         return digits_benchmark(**kwargs)
     if source == "synthetic":
         return synthetic_benchmark(**kwargs)
     if source == "plan":
         path = kwargs.pop("path", None) or kwargs.pop("plan_file", None)
+        streaming = kwargs.pop("streaming", "auto")
         if kwargs:
             raise TypeError(f"make_benchmark('plan'): unexpected arguments {sorted(kwargs)}")
         if not path:
             raise DataError("plan: no stage plan file given (path=...)")
-        return load_plan(path)
+        return load_plan(path, streaming=streaming)
     raise DataError(f"unknown data source '{source}' (known: {', '.join(SOURCES)})")
 
 
@@ -45,6 +48,7 @@ __all__ = [
     "SOURCES",
     "Sequences",
     "StageData",
+    "TaskClasses",
     "digits_benchmark",
     "load_bank",
     "load_plan",

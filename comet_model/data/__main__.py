@@ -1,7 +1,8 @@
-"""Command line of the data layer: build the digits bank, check a stage plan, probe a bank.
+"""Command line of the data layer: build the digits bank, import CMG's data, check a plan.
 
     python -m comet_model.data build [--raw DIR] [--out FILE]
-    python -m comet_model.data check PLAN
+    python -m comet_model.data import-cmg --pretrain-csv CSV ... --out DIR   (see --help)
+    python -m comet_model.data check PLAN [--streaming auto|on|off]
     python -m comet_model.data probe [--bank FILE] [--background]
 
 Bad input ends with one line ``error: <file>: <problem>`` on stderr and exit status 2.
@@ -24,6 +25,13 @@ EXIT_BAD_INPUT = 2
 def _default_raw() -> Path:
     # the raw recordings live beside the repository, in ../shared/data/digits
     return Path(__file__).resolve().parents[3] / "shared" / "data" / "digits"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad flags: one line naming the problem, exit status 2 (no usage dump)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see --help)\n")
 
 
 def _stderr(message: str) -> None:
@@ -60,9 +68,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .byo import load_plan
+    from .plan import load_plan
+    from .tasks import head_tasks
 
-    bench = load_plan(args.plan)
+    t0 = time.perf_counter()
+    bench = load_plan(args.plan, streaming=args.streaming)
     print(f"{args.plan}: ok, {len(bench.stages)} stage(s), mediator {bench.stages[0].mediator}")
     for st in bench.stages:
         print(
@@ -70,14 +80,33 @@ def _cmd_check(args: argparse.Namespace) -> int:
             f"T={st.train.num_steps}, val N={st.val.num_items}"
         )
     dims = ", ".join(f"{m}={d}" for m, d in bench.feature_dims.items())
-    print(f"  feature dims: {dims}; classes: {bench.num_classes}")
+    classes = f"; classes: {bench.num_classes}" if bench.num_classes else ""
+    print(f"  feature dims: {dims}{classes}")
     if bench.downstream is not None:
         d = bench.downstream
-        print(
-            f"  downstream: ave {d.ave_train.num_items}/{d.ave_test.num_items}, "
-            f"avvp {d.avvp_train.num_items}/{d.avvp_test.num_items}, "
-            f"retrieval {d.retrieval.num_items}"
-        )
+        sizes = ", ".join(f"{s} {getattr(d, s).num_items}" for s in d.names())
+        print(f"  downstream: {sizes}")
+        tasks = head_tasks(d, bench.num_classes, bench.background_class)
+        print("  head tasks: " + ", ".join(f"{t.name} {t.num_classes} classes" for t in tasks))
+    for k, v in bench.meta.items():
+        print(f"  {k}: {v}")
+    storage = "streamed from disk in batches" if bench.streamed else "in memory"
+    print(f"  features {storage}; checked in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from .cmg_import import import_cmg
+    from .import_cli import fresh_start, options_from_args, summary_lines
+
+    opts = options_from_args(args)
+    if args.fresh:
+        fresh_start(opts)
+    t0 = time.perf_counter()
+    report = import_cmg(opts, progress=_stderr)
+    for line in summary_lines(report):
+        print(line)
+    print(f"wrote {report.plan} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -96,11 +125,13 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser (subcommands build, check, probe)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m comet_model.data",
         description="Digits-world feature bank and bring-your-own stage plans.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
     b = sub.add_parser(
         "build",
         help="featurise the raw recordings into the feature bank",
@@ -121,7 +152,17 @@ def make_parser() -> argparse.ArgumentParser:
         description="Load a stage plan (TOML or YAML) and every file it names; print a summary.",
     )
     c.add_argument("plan", metavar="PLAN", help="stage plan file (.toml, .yaml or .yml)")
+    c.add_argument(
+        "--streaming",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="check HDF5 features from disk in chunks (on), in memory (off), or as a run "
+        "would choose (auto, default)",
+    )
     c.set_defaults(func=_cmd_check)
+    from .import_cli import add_import_parser
+
+    add_import_parser(sub).set_defaults(func=_cmd_import)
     p = sub.add_parser(
         "probe",
         help="linear-probe accuracy of every modality of a bank",

@@ -43,7 +43,8 @@ def carve_validation(
     g = torch.Generator().manual_seed(seed + 7)
     ave_fit, ave_held = _split(sets.ave_train, fraction, g)
     avvp_fit, avvp_held = _split(sets.avvp_train, fraction, g)
-    return DownstreamSets(ave_fit, ave_held, avvp_fit, avvp_held, retrieval=avvp_held)
+    return DownstreamSets(ave_fit, ave_held, avvp_fit, avvp_held, retrieval=avvp_held,
+                          classes=sets.classes, ave_avvp_shared=sets.ave_avvp_shared)  # fmt: skip
 
 
 def with_validation(benchmark: Benchmark, seed: int) -> Benchmark:

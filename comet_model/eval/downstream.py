@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from comet_model.config import ExperimentConfig
+from comet_model.data.streaming import row_chunks, rows_per_chunk
+from comet_model.data.tasks import head_tasks
 from comet_model.data.types import Benchmark, DownstreamSets
 from comet_model.eval.heads import Head, fit_head, score_classification, score_localisation
 from comet_model.eval.retrieval import retrieval_both
@@ -25,7 +27,6 @@ __all__ = ["evaluate_downstream", "evaluate_stage"]
 
 _QUANTIZE_CHUNK = 2048  # rows per model.quantize call (bounds memory on large sets)
 _Quantized = dict[tuple[str, str], tuple[Tensor, Tensor, "Tensor | None"]]
-_HEAD_TASKS = (("ave", "ave_train"), ("avvp", "avvp_train"), ("ave_avvp", "ave_train"))
 
 
 def _seeded(base: int, key: str) -> torch.Generator:
@@ -48,8 +49,9 @@ def _quantize(model: Any, sets: DownstreamSets, needed: set[tuple[str, str]]) ->
         for s, m in sorted(needed):
             x, mask = getattr(sets, s).features[m], getattr(sets, s).mask(m)
             mask = None if mask is None else mask.to(device)
-            xs = x.to(device).split(_QUANTIZE_CHUNK)  # chunks of (n, T, d_m)
-            ms = [None] * len(xs) if mask is None else mask.split(_QUANTIZE_CHUNK)
+            rows = rows_per_chunk(x, _QUANTIZE_CHUNK)  # fewer rows when wide (CMG video maps)
+            xs = (xi.to(device) for xi in row_chunks(x, rows))  # chunks of (n, T, d_m)
+            ms = [None] * -(-len(x) // rows) if mask is None else mask.split(rows)
             parts = [model.quantize(m, xi, mi) for xi, mi in zip(xs, ms, strict=True)]
             codes = torch.cat([c for c, _ in parts]).float()
             out[(s, m)] = (codes, torch.cat([i for _, i in parts]).long(), mask)
@@ -87,40 +89,45 @@ def evaluate_downstream(
     """
     mods = list(modalities)
     pairs = [(a, b) for a in mods for b in mods if a != b] if pairs is None else pairs
-    if retrieval_pairs is None:
+    if retrieval_pairs is None:  # every unordered pair, if there is a retrieval set
         retrieval_pairs = [(a, b) for i, a in enumerate(mods) for b in mods[i + 1 :]]
-    tests = ("ave_test", "avvp_test", "retrieval")
+        retrieval_pairs = retrieval_pairs if sets.retrieval is not None else []
+    tests = tuple(s for s in ("ave_test", "avvp_test", "retrieval") if s in sets.names())
     needed = {(s, m) for s in tests for m in mods if m in getattr(sets, s).features}
     for a, b in pairs:
         needed |= {("ave_train", a), ("avvp_train", a), ("ave_test", b), ("avvp_test", b)}
     needed |= {("retrieval", m) for pair in retrieval_pairs for m in pair}
     for s, m in sorted(needed):
+        if s not in sets.names():
+            raise ValueError(f"downstream set '{s}' is absent")
         if m not in getattr(sets, s).features:
             raise ValueError(f"modality '{m}' is not in downstream set '{s}'")
-        if s != "retrieval" and getattr(sets, s).labels is None:
+        if s != "retrieval" and getattr(sets, s).labels_for(m) is None:
             raise ValueError(f"downstream set '{s}' has no labels")
     q = _quantize(model, sets, needed)
     base = int(torch.randint(0, 2**62, (1,), generator=generator))
-    fit = {"num_classes": num_classes, "epochs": head_epochs, "lr": head_lr}
-    fit |= {"batch_size": head_batch, "background_class": background_class}
+    fit = {"epochs": head_epochs, "lr": head_lr, "batch_size": head_batch}
+    tasks = head_tasks(sets, num_classes, background_class)  # label space of each head task
     heads: dict[tuple[str, str], Head] = {}
-    for task, train_set in _HEAD_TASKS:
+    for task in tasks:
+        space = {"num_classes": task.num_classes, "background_class": task.background_class}
         for a in dict.fromkeys(a for a, _ in pairs):
-            c, _, mk = q[(train_set, a)]
-            g = _seeded(base, f"{task}/{a}")
-            labels = getattr(sets, train_set).labels
-            heads[(task, a)] = fit_head(c, labels, clip=task == "ave", generator=g, mask=mk, **fit)
+            c, labels, mk = task.select(q[(task.train_set, a)], sets, "train", a)
+            g = _seeded(base, f"{task.name}/{a}")
+            heads[(task.name, a)] = fit_head(
+                c, labels, clip=task.clip, generator=g, mask=mk, **fit, **space
+            )
     out: dict[str, float] = {}
     for a, b in pairs:
-        c, _, mk = q[("ave_test", b)]
-        res = score_classification(
-            heads[("ave", a)], c, sets.ave_test.labels, background_class=background_class, mask=mk
-        )
-        out |= {f"ave/{a}->{b}/{k}": v for k, v in res.items()}
-        c, _, mk = q[("avvp_test", b)]
-        for task in ("avvp", "ave_avvp"):
-            res = score_localisation(heads[(task, a)], c, sets.avvp_test.labels, mask=mk)
-            out |= {f"{task}/{a}->{b}/{k}": v for k, v in res.items()}
+        for task in tasks:
+            head = heads[(task.name, a)]
+            c, labels, mk = task.select(q[(task.test_set, b)], sets, "test", b)
+            if task.clip:
+                bg = task.background_class
+                res = score_classification(head, c, labels, background_class=bg, mask=mk)
+            else:
+                res = score_localisation(head, c, labels, mask=mk)
+            out |= {f"{task.name}/{a}->{b}/{k}": v for k, v in res.items()}
     for a, b in retrieval_pairs:
         (ca, _, ma), (cb, _, mb) = q[("retrieval", a)], q[("retrieval", b)]
         res = retrieval_both(ca, cb, names=(a, b), mask_a=ma, mask_b=mb)
@@ -161,7 +168,7 @@ def evaluate_stage(
     out = {"usage/codebook_size": float(model.codebook_size)}
     if sets is None:
         return out
-    names = ("ave_train", "ave_test", "avvp_train", "avvp_test", "retrieval")
+    names = sets.names()  # the retrieval set is optional
     avail = [m for m in seen if all(m in getattr(sets, s).features for s in names)]
     avail = _ordered(avail, mediator)
     if len(avail) < 2:
@@ -169,6 +176,7 @@ def evaluate_stage(
     heads = [m for m in avail if m != mediator]
     pairs = [(a, b) for a in heads for b in heads if a != b]
     rpairs = [(a, b) for i, a in enumerate(avail) for b in avail[i + 1 :]]
+    rpairs = rpairs if sets.retrieval is not None else []
     metrics = evaluate_downstream(
         model, sets, modalities=avail, pairs=pairs, retrieval_pairs=rpairs,
         num_classes=benchmark.num_classes, background_class=benchmark.background_class,

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import skip_init
 
+from comet_model.data.tasks import known_steps, step_targets
+
 __all__ = [
     "Head",
     "clip_labels",
@@ -42,8 +44,9 @@ def _linear(d_in: int, d_out: int, generator: torch.Generator, device: torch.dev
 
 
 def _valid(labels: Tensor, mask: Tensor | None) -> Tensor:
-    """bool [N, T]: labelled (>= 0) steps inside the mask."""
-    return labels >= 0 if mask is None else (labels >= 0) & mask
+    """bool [N, T]: labelled (>= 0, or multi-hot) steps inside the mask."""
+    known = known_steps(labels)
+    return known if mask is None else known & mask
 
 
 class Head(nn.Module):
@@ -112,8 +115,8 @@ def fit_head(
     mask = None if mask is None else mask.to(codes.device)
     head = Head(codes, mask, num_classes, clip, generator)
     valid = _valid(labels, mask)  # (N, T)
-    target = clip_labels(labels, mask, num_classes, background_class)  # (N,)
-    onehot = F.one_hot(labels.clamp_min(0), num_classes).float()  # (N, T, C)
+    target = clip_labels(labels, mask, num_classes, background_class) if clip else None  # (N,)
+    onehot = step_targets(labels, num_classes)  # (N, T, C); labels may be multi-hot (N, T, C)
     opt = torch.optim.Adam(head.parameters(), lr=lr, foreach=True)  # fewer tiny kernels
     with torch.enable_grad():
         for _ in range(epochs):
@@ -123,7 +126,7 @@ def fit_head(
                 v = valid[idx]
                 if not bool(v.any()):  # no labelled step, hence no clip label either
                     continue
-                if logits is None:
+                if logits is None or target is None:
                     loss = F.binary_cross_entropy_with_logits(steps[v], onehot[idx][v])
                 else:
                     loss = F.cross_entropy(steps[v], labels[idx][v])
@@ -171,11 +174,12 @@ def f1_from_predictions(pred: Tensor, target: Tensor) -> dict[str, float]:
 def score_localisation(
     head: Head, codes: Tensor, labels: Tensor, *, mask: Tensor | None = None
 ) -> dict[str, float]:
-    """P/R/F1 (%) of sigmoid > 0.5 per step and class, micro over all valid test steps."""
+    """P/R/F1 (%) of sigmoid > 0.5 per step and class, micro over all valid test steps
+    (labels: class ids [N, T] or multi-hot [N, T, C])."""
     labels = labels.to(codes.device)
     valid = _valid(labels, None if mask is None else mask.to(codes.device))
     steps = head(codes)[1][valid]  # (S, C)
-    target = F.one_hot(labels[valid], steps.shape[-1]).bool()
+    target = step_targets(labels, steps.shape[-1])[valid].bool()
     return f1_from_predictions(steps > 0, target)  # sigmoid(z) > 0.5  <=>  z > 0
 
 
