@@ -218,7 +218,8 @@ def resume_difference(exp_dir: Path, current: Mapping[str, Any]) -> str | None:
     :func:`sweep_provenance` of this start), in one line; None when nothing differs.
 
     Compared: every recorded run (the runs table) and, when any stage record exists, the
-    provenance stored in ``sweep.json`` by the last start (it made the unfinished runs' stages).
+    provenance stored in ``sweep.json`` by the last start (it made the unfinished runs' stages;
+    a sweep started before provenance was recorded counts as "unknown").
     """
     from collections import Counter
 
@@ -234,7 +235,8 @@ def resume_difference(exp_dir: Path, current: Mapping[str, Any]) -> str | None:
     stored_code, stored_data = set(), set()
     marker = exp_dir / "sweep.json"
     stored = json.loads(marker.read_text()).get("provenance") if marker.exists() else None
-    if stored and not metrics.empty:
+    if not metrics.empty:
+        stored = stored or {"code": {}, "data": {"": {}}}
         stored_code.add(_label(stored.get("code", {})))
         stored_data |= {d.get("fingerprint", UNKNOWN) for d in stored.get("data", {}).values()}
     now_code = _label(current["code"])

@@ -291,3 +291,19 @@ def test_resume_difference_names_code_and_data_and_allow_only_warns(tmp_path: Pa
     assert err.startswith("warning: ") and "c" * 12 in err
     assert _prepare_storage(spec, storage, True, current) == exp  # --fresh starts over
     assert prov.resume_difference(exp, current) is None
+
+
+def test_a_sweep_started_before_provenance_counts_as_unknown(tmp_path: Path) -> None:
+    from ablations.sweep import _sweep_provenance
+
+    exp = tmp_path / "old"
+    spec = _smoke_sweep(tmp_path, "old")
+    exp.mkdir()
+    (exp / "sweep.json").write_text(json.dumps({"digest": spec.digest()}))  # no provenance
+    assert prov.resume_difference(exp, _sweep_provenance(spec, preset("smoke").to_flat())) is None
+    write_stage_metrics(exp, sweep="old", run_key="r1", seed=0, trial_id="t", attempt=0,
+                        axes=AXES, stage=1, stage_name="video-text",
+                        metrics={"objective": 1.0})  # fmt: skip
+    diff = prov.resume_difference(exp, _sweep_provenance(spec, preset("smoke").to_flat()))
+    assert diff.startswith("code unknown (unknown) (unfinished runs), now ")
+    assert "data unknown (unfinished runs)" in diff
