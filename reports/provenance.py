@@ -39,6 +39,7 @@ def fill_provenance(runs: pd.DataFrame) -> pd.DataFrame:
             default = _TEXT_DEFAULTS.get(name, UNKNOWN)
             runs[name] = runs[name].astype("object").where(runs[name].notna(), default)
             runs[name] = runs[name].astype(str)
+    runs["threads"] = pd.to_numeric(runs["threads"], errors="coerce").astype("Int64")
     return runs
 
 
