@@ -248,7 +248,7 @@ def test_resume_after_a_code_change_stops_before_anything_runs(tmp_path: Path) -
                         axes=AXES, stage=1, stage_name="video-text",
                         metrics={"objective": 1.0})  # fmt: skip
     before = {p: p.read_bytes() for p in exp.rglob("*") if p.is_file()}
-    ray_tmp = Path(tempfile.mkdtemp(prefix="rp", dir="/tmp"))
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rp"))
     try:
         env = dict(os.environ, RAY_ADDRESS="", RAY_TMPDIR=str(ray_tmp))
         proc = subprocess.run(
