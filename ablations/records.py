@@ -23,7 +23,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from reports.schema import AXES, METRICS_SCHEMA, RUNS_SCHEMA, split_metric_key, split_of
+from reports.schema import (
+    AXES,
+    METRICS_SCHEMA,
+    PROVENANCE,
+    RUNS_SCHEMA,
+    split_metric_key,
+    split_of,
+)
 
 
 def _now() -> datetime:
@@ -89,13 +96,19 @@ def write_run(
     error: str = "",
     wall_s: float = float("nan"),
     selected_on: str = "",
+    provenance: Mapping[str, object] | None = None,
 ) -> Path:
-    """Record a run's status (``complete`` or ``failed``) with its full resolved config."""
+    """Record a run's status (``complete`` or ``failed``) with its full resolved config and its
+    ``provenance`` (``reports.schema.PROVENANCE`` columns; missing ones are written null)."""
     row = {"sweep": sweep, "run_key": run_key, "seed": seed, "trial_id": trial_id}
     row |= _axes_values(axes)
     row |= {"status": status, "stages_done": stages_done, "num_stages": num_stages}
     row |= {"error": error, "selected_on": selected_on, "wall_s": wall_s, "recorded_at": _now()}
     row["config_json"] = json.dumps(dict(config), sort_keys=True, default=str)
+    unknown = set(provenance or {}) - set(PROVENANCE)
+    if unknown:
+        raise ValueError(f"unknown provenance fields {sorted(unknown)}; known: {list(PROVENANCE)}")
+    row |= {name: (provenance or {}).get(name) for name in PROVENANCE}
     table = pa.Table.from_pylist([row], schema=RUNS_SCHEMA)
     path = Path(root) / "records" / "runs" / f"{run_key}-{time.time_ns()}.parquet"
     _atomic_write(table, path)

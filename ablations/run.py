@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--fresh", action="store_true", help="delete this sweep's results and start over"
     )
     p.add_argument(
+        "--allow-code-change",
+        action="store_true",
+        help="resume a sweep whose recorded runs came from other code or data (warns)",
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help="print every run (arm, seed, run key, overrides) as JSON lines and stop",
@@ -205,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     from ablations.summary import print_summary
 
     try:
-        outcome = run_sweep(spec, res, args.storage, fresh=args.fresh)
+        outcome = run_sweep(spec, res, args.storage, fresh=args.fresh,
+                            allow_code_change=args.allow_code_change)  # fmt: skip
         print_summary(outcome)
         if spec.search == "optuna" and outcome.ok and args.confirm_seeds > 0:
             from ablations.confirm import confirm_spec
@@ -213,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             confirm = confirm_spec(spec, outcome.exp_dir, args.confirm_seeds)
             print(f"\nconfirming the best configuration on {args.confirm_seeds} new seeds: "
                   f"sweep {confirm.name}", file=sys.stderr)  # fmt: skip
-            outcome = run_sweep(confirm, res, args.storage, fresh=args.fresh)
+            outcome = run_sweep(confirm, res, args.storage, fresh=args.fresh,
+                                allow_code_change=args.allow_code_change)  # fmt: skip
             print_summary(outcome)
     except SweepError as exc:
         return _fail(str(exc))

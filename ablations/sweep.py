@@ -202,8 +202,11 @@ def _callback(progress: _Progress):
     return ProgressCallback()
 
 
-def _prepare_storage(spec: SweepSpec, storage: Path, fresh: bool) -> Path:
-    """The sweep's folder under ``storage``, refusing a name started with other settings."""
+def _prepare_storage(
+    spec: SweepSpec, storage: Path, fresh: bool, provenance: dict, allow_code_change: bool = False
+) -> Path:
+    """The sweep's folder under ``storage``, refusing a name started with other settings, or
+    holding runs of other code or data (unless ``allow_code_change``: then a warning)."""
     storage = storage.resolve()
     exp_dir = storage / spec.name
     marker = exp_dir / "sweep.json"
@@ -216,13 +219,40 @@ def _prepare_storage(spec: SweepSpec, storage: Path, fresh: bool) -> Path:
                 f"sweep {spec.name!r} in {storage} was started with different settings; "
                 "rerun with --fresh to start over or pick another --name"
             )
+    _check_provenance(spec, exp_dir, provenance, allow_code_change)
     exp_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"digest": spec.digest(), "spec": asdict(spec)}, default=str))
+    marker.write_text(json.dumps({"digest": spec.digest(), "spec": asdict(spec),
+                                  "provenance": provenance}, default=str))  # fmt: skip
     shutil.rmtree(exp_dir / "scratch", ignore_errors=True)  # staging dirs leaked by killed trials
     return exp_dir
 
 
-def _tuner(spec: SweepSpec, res: Resources, exp_dir: Path, cluster: dict, progress: _Progress):
+def _check_provenance(spec: SweepSpec, exp_dir: Path, provenance: dict, allow: bool) -> None:
+    """Refuse (or, when ``allow``, warn about) resuming runs made by other code or data."""
+    from ablations.provenance import resume_difference
+
+    diff = resume_difference(exp_dir, provenance) if exp_dir.exists() else None
+    if diff is None:
+        return
+    if not allow:
+        raise SweepError(
+            f"sweep {spec.name!r} holds runs of other code or data ({diff}); rerun with "
+            "--allow-code-change to add runs of this code anyway, or --fresh to start over"
+        )
+    print(f"warning: sweep {spec.name!r} holds runs of other code or data ({diff}); "
+          "continuing (--allow-code-change)", file=sys.stderr)  # fmt: skip
+
+
+def _sweep_provenance(spec: SweepSpec, preset_flat: dict) -> dict:
+    """The code and data provenance of this start (once per sweep: git, data hashes)."""
+    from ablations.provenance import sweep_provenance
+
+    flats = [dict(preset_flat) | dict(spec.base) | dict(o) for o in spec.arms.values()]
+    return sweep_provenance(flats)
+
+
+def _tuner(spec: SweepSpec, res: Resources, exp_dir: Path, cluster: dict, progress: _Progress,
+           provenance: dict | None = None):  # fmt: skip
     """A new Tuner for the sweep, or the restored one of an interrupted run."""
     from ray import tune
 
@@ -232,7 +262,7 @@ def _tuner(spec: SweepSpec, res: Resources, exp_dir: Path, cluster: dict, progre
     trainable = tune.with_resources(
         tune.with_parameters(
             comet_trial, sweep=spec.name, root=str(exp_dir), preset=spec.preset, arms=spec.arms,
-            base=spec.base, metric=spec.metric, gpu_fraction=gpus,
+            base=spec.base, metric=spec.metric, gpu_fraction=gpus, provenance=provenance,
         ),
         {"cpu": res.cpus_per_trial, "gpu": gpus},
     )  # fmt: skip
@@ -278,9 +308,18 @@ def _fit(tuner) -> bool:
 
 
 def run_sweep(
-    spec: SweepSpec, res: Resources, storage: Path, *, fresh: bool = False
+    spec: SweepSpec,
+    res: Resources,
+    storage: Path,
+    *,
+    fresh: bool = False,
+    allow_code_change: bool = False,
 ) -> SweepOutcome:
-    """Run (or resume) the sweep ``spec`` under ``storage/spec.name``."""
+    """Run (or resume) the sweep ``spec`` under ``storage/spec.name``.
+
+    Resuming a sweep whose recorded runs came from other code or data raises
+    :class:`SweepError` before anything runs, unless ``allow_code_change`` (then a warning).
+    """
     from comet_model.config import preset as get_preset
     from comet_model.data.plan import stage_count
 
@@ -289,11 +328,12 @@ def run_sweep(
     num_stages = stage_count(flat["data.source"], flat["data.plan_file"], flat["data.stages"])
     if res.address:
         _check_address(res.address)  # before anything is written
-    exp_dir = _prepare_storage(spec, storage, fresh)
+    provenance = _sweep_provenance(spec, preset_flat)
+    exp_dir = _prepare_storage(spec, storage, fresh, provenance, allow_code_change)
     cluster = _init_ray(res)
     total = spec.num_samples if spec.search == "optuna" else len(spec.arms) * len(spec.seeds)
     start = time.perf_counter()
-    tuner = _tuner(spec, res, exp_dir, cluster, _Progress(total, num_stages, start))
+    tuner = _tuner(spec, res, exp_dir, cluster, _Progress(total, num_stages, start), provenance)
     interrupted = _fit(tuner)
     return _check(spec, preset_flat, exp_dir, interrupted, time.perf_counter() - start)
 

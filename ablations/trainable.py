@@ -43,24 +43,36 @@ class _Trial:
     flat: dict[str, object]
     work: Path
     selected_on: str = ""  # search trials: the metric the search optimises
+    provenance: Mapping[str, Any] | None = None  # the driver's code and data provenance
+    device: str = "cpu"
 
     def write_run(self, status: str, stages_done: int, num_stages: int, **kw: Any) -> None:
+        from ablations.provenance import run_provenance
+
+        prov = run_provenance(self.provenance or {}, self.flat, self.device)
         write_run(self.root, **self.common, axes=self.axes, status=status, config=self.flat,
                   stages_done=stages_done, num_stages=num_stages,
-                  selected_on=self.selected_on, **kw)  # fmt: skip
+                  selected_on=self.selected_on, provenance=prov, **kw)  # fmt: skip
 
 
-def _device(gpu_fraction: float) -> str:
-    """ "cuda" when the trial holds a GPU share and CUDA is there (memory capped), else "cpu"."""
+def _device_kind(gpu_fraction: float) -> str:
+    """ "cuda" when the trial holds a GPU share and CUDA is there, else "cpu"."""
     if gpu_fraction <= 0:
         return "cpu"
     import torch
 
-    if not torch.cuda.is_available():
-        return "cpu"
-    # Fractional GPUs are bookkeeping only in Ray: cap this process's share of memory.
-    torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_fraction))
-    return "cuda"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _device(gpu_fraction: float) -> str:
+    """:func:`_device_kind`, with this process's share of GPU memory capped on "cuda"."""
+    device = _device_kind(gpu_fraction)
+    if device == "cuda":
+        import torch
+
+        # Fractional GPUs are bookkeeping only in Ray: cap this process's share of memory.
+        torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_fraction))
+    return device
 
 
 def _reporter(trial: _Trial, metric: str) -> Callable[[Any], None]:
@@ -104,6 +116,7 @@ def comet_trial(
     base: dict,
     metric: str,
     gpu_fraction: float = 0.0,
+    provenance: dict | None = None,
 ) -> None:
     """Run one continual pipeline for ``config = {"arm": label, "seed": s, ...searched keys}``."""
     from ray import tune
@@ -122,7 +135,8 @@ def comet_trial(
     variant = str(config.get("arm", "search"))
     axes = axes_of(flat, variant=variant, preset=preset)
     trial = _Trial(Path(root), common, axes, flat, Path(root) / "work" / key,
-                   selected_on=metric if variant == "search" else "")  # fmt: skip
+                   selected_on=metric if variant == "search" else "", provenance=provenance,
+                   device=_device_kind(gpu_fraction))  # fmt: skip
     restored = tune.get_checkpoint()
     if restored is not None and not (trial.work / "checkpoint.pt").exists():
         with restored.as_directory() as d:

@@ -19,14 +19,15 @@ __all__ = ["grid_sections", "search_sections"]
 DELTA_NOTE = "Each row: the arm minus its reference row, paired by seed (negative: arm worse)"
 
 
-def grid_sections(plan, m, partial, w: Report, mv=None) -> list:
-    """Tables and figures of a grid sweep: ``m`` its test metrics, ``mv`` its validation ones."""
+def grid_sections(plan, m, partial, w: Report, mv=None, mixed=None) -> list:
+    """Tables and figures of a grid sweep: ``m`` its test metrics, ``mv`` its validation ones;
+    ``mixed``: per variant, the code and data of its runs (a mixed sweep, --allow-mixed)."""
     from reports import sections, tables
 
     items: list = []
     sw = sections.slug(plan.sweep)
     rows = plan.rows
-    common = {"rows": rows, "stages": plan.stages, "partial": partial}
+    common = {"rows": rows, "stages": plan.stages, "partial": partial, "mixed": mixed}
     pairs = plan.deltas()
     if plan.unseen and plan.kind in ("ablation", "methods"):
         number = "Table 6" if plan.kind == "ablation" else "Table 1"
@@ -47,7 +48,7 @@ def grid_sections(plan, m, partial, w: Report, mv=None) -> list:
         title = f"{number or 'Per-arm'} differences to the reference row, sweep {plan.sweep}"
         t = tables.delta_table(m, name=f"{stem}-delta", title=title, pairs=pairs,
                                stages=plan.stages, columns=cols, partial=partial,
-                               notes=[DELTA_NOTE, *plan.notes])  # fmt: skip
+                               notes=[DELTA_NOTE, *plan.notes], mixed=mixed)  # fmt: skip
         items.append(w.table(t))
     if mv is not None and plan.curves:
         items += _chosen_on_validation(plan, m, mv)
@@ -60,7 +61,7 @@ def grid_sections(plan, m, partial, w: Report, mv=None) -> list:
         name = f"retrieval-{sw}-{sections.slug(a)}_{sections.slug(b)}"
         items.append(w.table(tables.grid_table(m, name=name, title=title, columns=cols, **common)))
     items += _curves(plan, m, w)
-    items += _usage_and_forgetting(plan, m, rows, partial, w)
+    items += _usage_and_forgetting(plan, m, rows, partial, w, mixed)
     return items
 
 
@@ -122,7 +123,7 @@ def _curves(plan, m, w: Report) -> list:
     return items
 
 
-def _usage_and_forgetting(plan, m, rows, partial, w: Report) -> list:
+def _usage_and_forgetting(plan, m, rows, partial, w: Report, mixed=None) -> list:
     import pandas as pd
 
     from reports import plots, sections, tables
@@ -141,7 +142,7 @@ def _usage_and_forgetting(plan, m, rows, partial, w: Report) -> list:
         items.append(w.figure(plots.usage_figure(data), f"usage-{sw}", title))
         items.append(w.table(tables.grid_table(m, name=f"usage-{sw}", title=title, rows=rows,
                                           stages=stages, columns=sections.USAGE_COLUMNS,
-                                          partial=partial, digits=1)))  # fmt: skip
+                                          partial=partial, digits=1, mixed=mixed)))  # fmt: skip
     mat = sections.forgetting_matrix(m, plan.variants)
     if mat is not None:
         title = (
@@ -154,7 +155,7 @@ def _usage_and_forgetting(plan, m, rows, partial, w: Report) -> list:
         all_stages = sorted(int(s) for s in m["stage"].unique())
         items.append(w.table(tables.grid_table(
             m, name=f"forgetting-{sw}", title=title, rows=rows, stages=all_stages, columns=cols,
-            partial=partial, notes=["Values before a pair's own stage are zero-shot."],
+            partial=partial, notes=["Values before a pair's own stage are zero-shot."], mixed=mixed,
         )))  # fmt: skip
     fg = m[m["task"] == "forgetting"]
     if not fg.empty:
@@ -163,13 +164,14 @@ def _usage_and_forgetting(plan, m, rows, partial, w: Report) -> list:
         items.append(w.table(tables.grid_table(
             m, name=f"forgetting-rows-{sw}", title=f"Forgetting (recorded), sweep {plan.sweep}",
             rows=rows, stages=sorted(int(s) for s in fg["stage"].unique()), columns=cols,
-            partial=partial)))  # fmt: skip
+            partial=partial, mixed=mixed)))  # fmt: skip
     return items
 
 
-def search_sections(plan, m, r, w: Report, confirm=None) -> list:
+def search_sections(plan, m, r, w: Report, confirm=None, confirm_mixed=None) -> list:
     """An Optuna search: ``m`` its validation metrics (what it chose on), ``confirm`` the test
-    metrics of its confirmation sweep (the best configuration on new seeds), if any."""
+    metrics of its confirmation sweep (the best configuration on new seeds), if any, and
+    ``confirm_mixed`` the code and data of that sweep's runs when they differ (--allow-mixed)."""
     from reports import plots, search, tables
     from reports.checks import expected_stages
     from reports.sections import slug, unseen_table_columns
@@ -197,7 +199,8 @@ def search_sections(plan, m, r, w: Report, confirm=None) -> list:
         items.append(w.table(tables.grid_table(
             confirm, name=f"search-{sw}-confirmed", rows=[("search-best", "best (confirmed)")],
             title=f"The search's best configuration on test, {seeds} seeds, sweep "
-                  f"{plan.sweep}-confirm", stages=stages, columns=cols, partial={})))  # fmt: skip
+                  f"{plan.sweep}-confirm", stages=stages, columns=cols, partial={},
+            mixed=confirm_mixed)))  # fmt: skip
     imps, note = search.importances(trials)
     if imps is None:
         items.append(f"Parameter importances, sweep {plan.sweep}: {note}.")

@@ -1,13 +1,17 @@
 """Build the COMET report (tables, figures, index.html) from a folder of sweep records.
 
-    python reports/build.py [--results results/] [--out report/] [--allow-partial] [--no-pdf]
+    python reports/build.py [--results results/] [--out report/] [--allow-partial]
+                            [--allow-mixed] [--no-pdf]
 
 Reads every sweep under ``--results`` (Parquet records, :mod:`reports.schema`), builds only the
 artifacts the sweeps present support (:mod:`reports.sections`), and writes ``tables/*.md|tex|csv``,
 ``figures/*.png|svg|pdf``, ``tables.tex`` (every table at its width in a two-column paper),
-compiled to ``tables.pdf`` when ``pdflatex`` is installed, and ``index.html`` under ``--out``. A
-partial sweep is refused (exit 2) unless ``--allow-partial``, which marks its cells with a dagger.
-Progress goes to stderr.
+compiled to ``tables.pdf`` when ``pdflatex`` is installed, ``index.html`` (with each sweep's
+provenance: code, data, devices, libraries) and ``manifest.json`` (the same, per sweep) under
+``--out``. A partial sweep is refused (exit 2) unless ``--allow-partial``, which marks its cells
+with a dagger; a sweep whose runs came from different code commits or data is refused unless
+``--allow-mixed``, which marks the cells that mix them with a double dagger
+(:mod:`reports.provenance`). Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +34,7 @@ EPILOG = """examples:
   python reports/build.py                                  # results/ -> report/
   python reports/build.py --results runs/ --out public/report
   python reports/build.py --allow-partial                  # include unfinished sweeps, marked
+  python reports/build.py --allow-mixed                    # include sweeps mixing code/data
 Open <out>/index.html in a browser (no server needed); <out>/tables.pdf shows every table as
 it sets in a two-column paper."""
 
@@ -60,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-partial",
         action="store_true",
         help="build from partial sweeps too, marking their cells with a dagger",
+    )
+    p.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="build from sweeps whose runs came from different code commits or data, marking "
+        "the cells that mix them with a double dagger",
     )
     p.add_argument(
         "--no-pdf", action="store_true", help="do not compile tables.pdf (tables.tex is written)"
@@ -164,22 +176,40 @@ def _split(metrics, split: str):
     return metrics[metrics["split"] == split]
 
 
+def _provenance(metrics, runs, sweeps: list[str], allow_mixed: bool):
+    """Per sweep: its manifest entry, and per variant the code and data of its runs where the
+    sweep mixes them; raises :class:`ReportError` on a mixed sweep unless ``allow_mixed``."""
+    from reports.provenance import describe_mixed, mixed_sweeps, sweep_summary, variant_origins
+
+    mixed = mixed_sweeps(metrics, runs)
+    if mixed and not allow_mixed:
+        raise ReportError(f"{describe_mixed(mixed)}; rerun it on one commit and data "
+                          "(--fresh) or pass --allow-mixed")  # fmt: skip
+    summaries = {s: sweep_summary(s, runs[runs["sweep"] == s]) for s in sweeps}
+    fed = runs[runs["run_key"].isin(set(metrics["run_key"]))]
+    origins = {s: variant_origins(fed[fed["sweep"] == s]) for s in mixed}
+    return summaries, origins
+
+
 def build(
     results: Path,
     out: Path,
     *,
     allow_partial: bool = False,
+    allow_mixed: bool = False,
     pdf: bool = True,
     log: Callable[[str], None] = _progress,
 ) -> Report:
     """Build every artifact the sweeps under ``results`` support into ``out``.
 
     ``pdf``: compile ``tables.pdf`` when ``pdflatex`` is installed (``tables.tex`` is always
-    written); ``Report.pdf_note`` says what happened, in one line.
+    written); ``Report.pdf_note`` says what happened, in one line. ``allow_mixed``: build sweeps
+    whose runs differ in code or data too, marking the cells that mix them.
     """
     from reports import artifacts
     from reports.checks import describe, partial_reasons
-    from reports.page import Section, render_index
+    from reports.page import Block, Section, render_index
+    from reports.provenance import block_lines, write_manifest
     from reports.sections import plan_sweep, slug
 
     t0 = time.perf_counter()
@@ -192,6 +222,7 @@ def build(
         raise ReportError(f"{describe(partial)}; finish the sweep or pass --allow-partial")
     if metrics.empty:
         raise ReportError(f"{results}: the records hold no metric rows")
+    summaries, origins = _provenance(metrics, runs, sweeps, allow_mixed)
     log(f"loaded {len(metrics)} metric rows and {len(runs)} runs of {len(sweeps)} sweep(s) "
         f"from {results} in {time.perf_counter() - t0:.1f} s")  # fmt: skip
     try:
@@ -209,24 +240,30 @@ def build(
         log(f"sweep {sweep}: {plan.kind}, {len(plan.variants)} variant(s)")
         p = partial.get(sweep, {})
         section = Section(f"Sweep {sweep} ({plan.kind})", f"sweep-{slug(sweep)}")
+        section.items.append(Block("Provenance", block_lines(summaries[sweep])))
         if p:
             section.items.append(f"\u2020 partial sweep: {describe({sweep: p}, limit=99)}")
         test, val = _split(m, "test"), _split(m, "val")
         if plan.kind == "search":
             confirm = _split(metrics[metrics["sweep"] == f"{sweep}-confirm"], "test")
             section.items += artifacts.search_sections(plan, val if not val.empty else test,
-                                              runs[runs["sweep"] == sweep], w, confirm)  # fmt: skip
+                                              runs[runs["sweep"] == sweep], w, confirm,
+                                              origins.get(f"{sweep}-confirm"))  # fmt: skip
         else:
             section.items.append(SPLIT_NOTE)
             section.items += artifacts.grid_sections(
-                plan, test, p, w, val if not val.empty else None
+                plan, test, p, w, val if not val.empty else None, origins.get(sweep)
             )
         page.append(section)
     w.pdf_note = w.typeset(Path(results).resolve().name or str(results), compile_pdf=pdf)
     log(w.pdf_note)
     index = render_index(page, out, source=str(results), pdf=w.pdf, pdf_note=w.pdf_note)
     w.files.append(index)
-    log(f"index  {index.name} ({time.perf_counter() - t0:.1f} s in all)")
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    manifest = write_manifest(out / "manifest.json", list(summaries.values()),
+                              source=str(results), built_at=stamp)  # fmt: skip
+    w.files.append(manifest)
+    log(f"index  {index.name}, {manifest.name} ({time.perf_counter() - t0:.1f} s in all)")
     return w
 
 
@@ -234,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status (2 for unusable or partial results)."""
     args = build_parser().parse_args(argv)
     try:
-        w = build(args.results, args.out, allow_partial=args.allow_partial, pdf=not args.no_pdf)
+        w = build(args.results, args.out, allow_partial=args.allow_partial,
+                  allow_mixed=args.allow_mixed, pdf=not args.no_pdf)  # fmt: skip
     except ReportError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # always one line
         return 2
@@ -249,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"  figure  figures/{ref.name}.{{png,svg,pdf}}")
     print(f"  {w.pdf_note}")
+    print("  manifest.json (provenance of every sweep)")
     print(f"open {args.out / 'index.html'}")
     return 0
 

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from reports.stats import DAGGER, DASH, PairedDiff, Summary
+from reports.stats import DAGGER, DASH, DOUBLE_DAGGER, PairedDiff, Summary
 
 
 @dataclass(frozen=True)
@@ -28,15 +28,18 @@ class Cell:
     n: int | None = None  # seeds behind the cell: shown only where it differs from the table's
     partial: bool = False  # from a partial sweep (dagger)
     strong: bool = False  # the interval excludes 0
+    mixed: bool = False  # averages runs of different code or data (double dagger)
 
     def parts(self) -> tuple[str, str]:
-        """Plain ``(value, rest)``: ``("46.8", " ± 4.3 (n=3)†")``."""
+        """Plain ``(value, rest)``: ``("46.8", " ± 4.3 (n=3)†")`` (``‡``: mixed)."""
         rest = ""
         if self.spread:
             rest = f" [{self.spread}]" if self.interval else f" \u00b1 {self.spread}"
         if self.n is not None:
             rest += f" (n={self.n})"
-        return self.value, rest + (DAGGER if self.partial else "")
+        return self.value, rest + (DAGGER if self.partial else "") + (
+            DOUBLE_DAGGER if self.mixed else ""
+        )
 
     def text(self) -> str:
         """The cell as plain text: ``46.8 ± 4.3``, ``+1.2 [-0.4, +2.9]``, ``12.0 (n=1)†``."""

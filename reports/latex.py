@@ -32,7 +32,7 @@ from reports.layout import (
     plan_layout,
     text_width,
 )
-from reports.stats import DAGGER
+from reports.stats import DAGGER, DOUBLE_DAGGER
 
 if TYPE_CHECKING:
     from reports.tables import Table
@@ -42,7 +42,8 @@ _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#
         "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}  # fmt: skip
 _TEX_SYMBOLS = {"--": "-{}-", " - ": " $-$ ", "<->": r"$\leftrightarrow$", "->": r"$\rightarrow$",
                 "\u2194": r"$\leftrightarrow$", "\u2192": r"$\rightarrow$", "\u00b1": r"$\pm$",
-                DAGGER: r"$^\dagger$", "\u2013": "--", "\u2212": "$-$"}  # fmt: skip
+                DAGGER: r"$^\dagger$", DOUBLE_DAGGER: r"$^\ddagger$", "\u2013": "--",
+                "\u2212": "$-$"}  # fmt: skip
 
 
 def tex_escape(text: str) -> str:
@@ -69,7 +70,7 @@ def cell_tex(c: Cell) -> str:
     if c.n is not None:
         small += f" (n={c.n})"
     out = value + (rf"\,{{\scriptsize{small}}}" if small else "")
-    return out + (r"$^\dagger$" if c.partial else "")
+    return out + (r"$^\dagger$" if c.partial else "") + (r"$^\ddagger$" if c.mixed else "")
 
 
 def label_tex(label: str) -> str:

@@ -72,7 +72,7 @@ def cell_width(c: Cell) -> float:
         small += f" (n={c.n})"
     if small:
         w += THIN + text_width(small.replace("-", "\u2212"), SCRIPT_EM)
-    return w + (0.43 * SMALL_EM if c.partial else 0.0)
+    return w + 0.43 * SMALL_EM * (int(c.partial) + int(c.mixed))
 
 
 def _runs(labels: Sequence[str]) -> list[tuple[str, int]]:

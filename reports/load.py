@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from reports.provenance import fill_provenance
 from reports.schema import METRIC_KEY, METRICS_SCHEMA, RUN_KEY, RUNS_SCHEMA
 
 
@@ -61,4 +62,4 @@ def load_results(results: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         .drop_duplicates(list(RUN_KEY), keep="last")
         .reset_index(drop=True)
     )
-    return metrics, runs
+    return metrics, fill_provenance(runs)  # records from before provenance read as "unknown"

@@ -38,12 +38,20 @@ class FigureRef:
 
 
 @dataclass
+class Block:
+    """A short titled list of lines (a sweep's provenance)."""
+
+    title: str
+    lines: list[str]
+
+
+@dataclass
 class Section:
     """One sweep's part of the page."""
 
     title: str
     anchor: str
-    items: list[TableRef | FigureRef | str] = field(default_factory=list)
+    items: list[TableRef | FigureRef | Block | str] = field(default_factory=list)
 
 
 _CSS = """
@@ -59,6 +67,8 @@ table.report td{text-align:right;font-variant-numeric:tabular-nums}
 .scroll{overflow-x:auto}.note{font-size:.8em;color:#555;margin:.2em 0}
 .links{font-size:.8em}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.85em;color:#444}nav li{margin:.15em 0}
+.provenance{font-size:.8em;color:#444;background:#f8f8f8;border-left:3px solid #ccc;
+padding:.3em .8em;margin:.6em 0}.provenance ul{margin:.2em 0;padding-left:1.2em}
 """
 
 _SCRIPT = """
@@ -105,9 +115,12 @@ def _cell_html(c: Cell) -> str:
     return value + (f"<small>{_e(rest)}</small>" if rest else "")
 
 
-def _item_html(item: TableRef | FigureRef | str) -> str:
+def _item_html(item: TableRef | FigureRef | Block | str) -> str:
     if isinstance(item, str):
         return f'<p class="note">{_e(item)}</p>'
+    if isinstance(item, Block):
+        lines = "".join(f"<li>{html.escape(line)}</li>" for line in item.lines)
+        return f'<div class="provenance"><strong>{_e(item.title)}</strong><ul>{lines}</ul></div>'
     if isinstance(item, FigureRef):
         return (
             f'<figure id="{html.escape(item.name)}"><img src="{html.escape(item.png)}" '

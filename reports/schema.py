@@ -11,7 +11,8 @@ Two tables, both tidy Parquet:
   group by (``variant``, ``method``, ``comet``, ``num_experts`` ...) are columns too, so a report
   never has to join.
 - ``runs``: one row per run_key, with its status (``complete``, ``failed``), error text, and the
-  full resolved config as a JSON string.
+  full resolved config as a JSON string, and its provenance (:data:`PROVENANCE`: code version
+  and commit, library versions, device, threads, precision, data fingerprint).
 
 A run_key is a hash of the resolved flat config (seed included), never Ray's trial id, so a
 re-run stage overwrites rather than duplicates (readers keep the newest row per key).
@@ -64,6 +65,24 @@ METRICS_SCHEMA = pa.schema(
     metadata={"schema_version": SCHEMA_VERSION, "producer": PRODUCER, "table": "metrics"},
 )
 
+#: What made a run (written by ``ablations/provenance.py``). Records written before these
+#: columns existed read as "unknown" (text) and null (flags, counts): see ``reports.provenance``.
+PROVENANCE: dict[str, pa.DataType] = {
+    "code_version": pa.string(),  # version of the comet-cmg package
+    "code_commit": pa.string(),  # git commit of the package's source tree, or "unknown"
+    "code_dirty": pa.bool_(),  # uncommitted changes to tracked files (null: unknown)
+    "code_diff": pa.string(),  # sha256[:12] of `git diff HEAD` when dirty, else ""
+    "torch_version": pa.string(),
+    "ray_version": pa.string(),
+    "numpy_version": pa.string(),
+    "python_version": pa.string(),
+    "device": pa.string(),  # "cpu: <CPU model>" or "cuda: <GPU name>"
+    "threads": pa.int32(),  # torch threads of the trial process
+    "precision": pa.string(),  # fp32 | bf16 | fp16 (train.precision; fp32 without the key)
+    "data_fingerprint": pa.string(),  # sha256:<16 hex> of the data files, "synthetic", "unknown"
+    "data_files": pa.string(),  # JSON {file name: sha256:<16 hex>} behind the fingerprint
+}
+
 RUNS_SCHEMA = pa.schema(
     [
         ("sweep", pa.string()),
@@ -78,6 +97,7 @@ RUNS_SCHEMA = pa.schema(
         ("selected_on", pa.string()),  # search trials: the metric the search chose on, else ""
         ("wall_s", pa.float64()),
         ("config_json", pa.string()),
+        *PROVENANCE.items(),
         ("recorded_at", pa.timestamp("ms", tz="UTC")),
     ],
     metadata={"schema_version": SCHEMA_VERSION, "producer": PRODUCER, "table": "runs"},

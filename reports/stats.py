@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DAGGER = "\u2020"
+DOUBLE_DAGGER = "\u2021"  # a cell mixing runs of different code or data
 DASH = "\u2013"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,8 @@ from reports.cells import (
 )
 from reports.latex import to_latex
 from reports.layout import Layout, plan_layout, pretty
-from reports.stats import DAGGER, paired_diff, summarize
+from reports.provenance import Origins, counted
+from reports.stats import DAGGER, DOUBLE_DAGGER, paired_diff, summarize
 
 Key = tuple[str, str, str]  # (task, pair, metric)
 AVG = "avg"
@@ -42,6 +43,7 @@ UNSEEN_TASKS: tuple[tuple[str, str, str], ...] = (
     ("ave_avvp", "f1", "AVE->AVVP"),
 )
 PARTIAL_NOTE = f"{DAGGER} partial sweep (built with --allow-partial)"
+MIXED_NOTE = f"{DOUBLE_DAGGER} averages runs of different code or data (built with --allow-mixed)"
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,24 @@ def _partial_notes(partial: Mapping[str, Sequence[str]], variants: Sequence[str]
     return [f"{PARTIAL_NOTE}: {details}"]
 
 
+def _mixes(mixed: Mapping[str, Origins], *variants: str) -> bool:
+    """Whether the runs of ``variants`` together differ in code or data."""
+    got = [mixed[v] for v in variants if v in mixed]
+    return bool(got) and sum(got[1:], got[0]).mixed
+
+
+def _mixed_notes(mixed: Mapping[str, Origins], groups: Sequence[Sequence[str]]) -> list[str]:
+    """The note naming, for the marked rows, the code or data (what differs) of their runs."""
+    hit = list(dict.fromkeys(v for g in groups if _mixes(mixed, *g) for v in g if v in mixed))
+    if not hit:
+        return []
+    both = sum((mixed[v] for v in hit[1:]), mixed[hit[0]])
+    kinds = [k for k in ("code", "data") if len(getattr(both, k)) > 1]
+    parts = [f"{v}: " + "; ".join(f"{k} {counted(getattr(mixed[v], k))}" for k in kinds)
+             for v in hit]  # fmt: skip
+    return [f"{MIXED_NOTE}: " + "; ".join(parts)]
+
+
 def _columns(stages: Sequence[int], columns: Sequence[Column]) -> list[tuple[int, Column]]:
     return [(s, c) for s in stages for c in columns]
 
@@ -157,12 +177,14 @@ def grid_table(
     partial: Mapping[str, Sequence[str]] | None = None,
     digits: int | None = None,
     notes: Sequence[str] = (),
+    mixed: Mapping[str, Origins] | None = None,
 ) -> Table:
     """Mean ± std over seeds per (row variant, stage, column); ``rows`` = (variant, label).
 
     ``digits``: decimals of every cell (default: from the table's spreads, :func:`decimals`).
+    ``mixed``: per variant, the code and data of its runs; rows whose runs differ are marked.
     """
-    partial = partial or {}
+    partial, mixed = partial or {}, mixed or {}
     frames = seed_values(metrics, columns)
     grid = _columns(stages, columns)
     summ = {(v, s, c): summarize(_per_seed(frames, v, s, c).values())
@@ -171,16 +193,18 @@ def grid_table(
     n = table_n(x.n for x in summ.values())
     cells, records = [], []
     for variant, label in rows:
-        mark = bool(partial.get(variant))
-        cells.append([summary_cell(summ[variant, s, c], digits, n, mark) for s, c in grid])
+        mark, mix = bool(partial.get(variant)), _mixes(mixed, variant)
+        cells.append([replace(summary_cell(summ[variant, s, c], digits, n, mark), mixed=mix)
+                      for s, c in grid])  # fmt: skip
         for s, c in grid:
             x = summ[variant, s, c]
             records.append({"row": label, "variant": variant, **_record(c, s), "mean": x.mean,
-                            "std": x.std, "n": x.n, "partial": mark})  # fmt: skip
+                            "std": x.std, "n": x.n, "partial": mark, "mixed": mix})  # fmt: skip
     per_cell = any(c.n is not None for line in cells for c in line)
     return Table(name, title, [(f"Stage {s}", *c.header) for s, c in grid],
                  [lab for _, lab in rows], cells, pd.DataFrame(records),
-                 notes=[*notes, *_partial_notes(partial, [v for v, _ in rows])],
+                 notes=[*notes, *_partial_notes(partial, [v for v, _ in rows]),
+                        *_mixed_notes(mixed, [(v,) for v, _ in rows])],
                  stat=summary_caption(n, per_cell))  # fmt: skip
 
 
@@ -195,12 +219,14 @@ def delta_table(
     partial: Mapping[str, Sequence[str]] | None = None,
     digits: int | None = None,
     notes: Sequence[str] = (),
+    mixed: Mapping[str, Origins] | None = None,
 ) -> Table:
     """Paired differences ``a - b`` per seed with a 95 % t-interval; ``pairs`` = (a, b, label).
 
     Cells whose interval excludes 0 are bold. ``digits`` defaults to the table's half-widths.
+    ``mixed``: as in :func:`grid_table`; a difference is marked when a's and b's runs differ.
     """
-    partial = partial or {}
+    partial, mixed = partial or {}, mixed or {}
     frames = seed_values(metrics, columns)
     grid = _columns(stages, columns)
     diffs = {(a, b, s, c): paired_diff(_per_seed(frames, a, s, c), _per_seed(frames, b, s, c))
@@ -210,18 +236,21 @@ def delta_table(
     n = table_n(d.n for d in diffs.values())
     cells, records = [], []
     for a, b, label in pairs:
-        mark = bool(partial.get(a) or partial.get(b))
-        cells.append([diff_cell(diffs[a, b, s, c], digits, n, mark) for s, c in grid])
+        mark, mix = bool(partial.get(a) or partial.get(b)), _mixes(mixed, a, b)
+        cells.append([replace(diff_cell(diffs[a, b, s, c], digits, n, mark), mixed=mix)
+                      for s, c in grid])  # fmt: skip
         for s, c in grid:
             d = diffs[a, b, s, c]
             records.append({"row": label, "a": a, "b": b, **_record(c, s), "diff": d.mean,
                             "ci_lo": d.lo, "ci_hi": d.hi, "excludes_zero": excludes_zero(d),
-                            "n": d.n, "partial": mark})  # fmt: skip
+                            "n": d.n, "partial": mark, "mixed": mix})  # fmt: skip
     variants = list(dict.fromkeys(v for a, b, _ in pairs for v in (a, b)))
     per_cell = any(c.n is not None for line in cells for c in line)
     return Table(name, title, [(f"Stage {s}", *c.header) for s, c in grid],
                  [lab for *_, lab in pairs], cells, pd.DataFrame(records),
-                 row_header="Difference", notes=[*notes, *_partial_notes(partial, variants)],
+                 row_header="Difference",
+                 notes=[*notes, *_partial_notes(partial, variants),
+                        *_mixed_notes(mixed, [(a, b) for a, b, _ in pairs])],
                  stat=diff_caption(n, per_cell))  # fmt: skip
 
 

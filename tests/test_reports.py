@@ -84,8 +84,10 @@ def write_sweep(
     keys: list[tuple[str, str, str]] | None = None,
     value_fn=value,
     config_fn=None,
+    run_fn=None,
 ) -> None:
-    """Write one sweep's metrics and runs; ``failed``/``skip`` (variant, seed), ``drop`` a stage."""
+    """Write one sweep's metrics and runs; ``failed``/``skip`` (variant, seed), ``drop`` a stage;
+    ``run_fn(variant, seed)``: more columns of the run's record (its provenance)."""
     now = datetime(2025, 1, 1, tzinfo=timezone.utc)
     mrows, rrows = [], []
     keys = metric_keys(full) if keys is None else keys
@@ -110,6 +112,7 @@ def write_sweep(
                           "status": status, "stages_done": stages, "num_stages": stages,
                           "error": "boom" if status == "failed" else "", "wall_s": 1.0,
                           "config_json": json.dumps(cfg), "recorded_at": now})  # fmt: skip
+            rrows[-1] |= run_fn(variant, seed) if run_fn else {}
     for sub, rows, schema in (("metrics", mrows, METRICS_SCHEMA), ("runs", rrows, RUNS_SCHEMA)):
         folder = root / sweep / "records" / sub
         folder.mkdir(parents=True, exist_ok=True)

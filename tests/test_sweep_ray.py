@@ -1,10 +1,13 @@
-"""End-to-end Ray Tune sweeps on the smoke preset: failures, SIGKILL and SIGTERM resume.
+"""End-to-end Ray Tune sweeps on the smoke preset: failures, SIGKILL and SIGTERM resume (the
+latter after a simulated code change, refused until --allow-code-change), run provenance.
 
 Slow (each starts a local Ray instance): marked ``slow`` and ``ray``; CI runs them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -55,7 +58,37 @@ def _complete_runs(exp: Path) -> set[str]:
     return set(runs.loc[runs["status"] == "complete", "run_key"])
 
 
-def _interrupt_and_resume(tmp_path: Path, sig: int) -> None:
+def _simulate_code_change(exp: Path, env: dict, cmd: list[str], cwd: Path) -> None:
+    """Store another commit as the last start's provenance: the resume must stop, in one line,
+    before Ray starts, and write nothing."""
+    marker = exp / "sweep.json"
+    doc = json.loads(marker.read_text())
+    doc["provenance"]["code"] |= {"code_commit": "c" * 40, "code_dirty": False}
+    marker.write_text(json.dumps(doc))
+    before = {p: p.stat().st_mtime_ns for p in exp.rglob("*")}
+    refused = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "c" * 12 in lines[0] and "--allow-code-change" in lines[0], lines
+    assert {p: p.stat().st_mtime_ns for p in exp.rglob("*")} == before
+
+
+def _check_provenance(runs) -> None:
+    """Every run record names this checkout's commit and the committed bank's digest."""
+    from comet_model.data.bank import default_bank_path
+
+    bank = "sha256:" + hashlib.sha256(default_bank_path().read_bytes()).hexdigest()[:16]
+    assert set(runs["data_fingerprint"]) == {bank}
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--show-toplevel", "HEAD"],
+                          capture_output=True, text=True)  # fmt: skip
+    top, _, commit = head.stdout.strip().partition("\n")
+    in_repo = head.returncode == 0 and Path(top).resolve() == ROOT
+    assert set(runs["code_commit"]) == {commit if in_repo else "unknown"}
+    assert set(runs["threads"]) == {1} and set(runs["precision"]) == {"fp32"}  # 1 CPU per trial
+    assert all(d.startswith("cpu: ") for d in runs["device"])
+
+
+def _interrupt_and_resume(tmp_path: Path, sig: int, code_change: bool = False) -> None:
     storage, name = tmp_path / "results", f"kill{sig}"
     exp = storage / name
     env = _env()
@@ -83,13 +116,20 @@ def _interrupt_and_resume(tmp_path: Path, sig: int) -> None:
         assert proc.returncode not in (0, None), out
         assert "run the same command again" in out, out
 
+    extra = []
+    if code_change:
+        _simulate_code_change(exp, env, _cmd(storage, name), tmp_path)
+        extra = ["--allow-code-change"]
     again = subprocess.run(
-        _cmd(storage, name), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
-    )
+        _cmd(storage, name, *extra), env=env, cwd=tmp_path, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr
+    assert ("warning: sweep" in again.stderr) == code_change, again.stderr
     assert "4/4 complete" in again.stdout, again.stdout
     metrics, runs = load_results(exp)
     assert len(runs) == 4 and set(runs["status"]) == {"complete"}
+    _check_provenance(runs)
     # No stage of a run finished before the interruption was recomputed.
     files_after = _metric_files(exp)
     for key, names in files_before.items():
@@ -110,7 +150,7 @@ def test_sweep_resumes_exactly_after_sigkill(tmp_path: Path) -> None:
 
 
 def test_sweep_resumes_after_sigterm_handled_as_graceful_stop(tmp_path: Path) -> None:
-    _interrupt_and_resume(tmp_path, signal.SIGTERM)
+    _interrupt_and_resume(tmp_path, signal.SIGTERM, code_change=True)
 
 
 def test_failing_trial_is_recorded_and_does_not_stop_the_others(tmp_path: Path) -> None:
