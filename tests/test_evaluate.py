@@ -14,6 +14,8 @@ from comet_model.eval.heads import (
     clip_labels,
     cross_modal_classification,
     f1_from_predictions,
+    fit_head,
+    fit_heads,
     localisation_f1,
 )
 from comet_model.eval.retrieval import ranks_from_similarity, retrieval_both, retrieval_recall
@@ -279,3 +281,25 @@ def test_runner_rejects_missing_modality() -> None:
         evaluate_downstream(
             model, _sets(("video",), 0.3), modalities=("video", "speech"), generator=_gen(0), **RUN
         )
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_heads_trained_side_by_side_equal_heads_trained_alone(clip: bool) -> None:
+    """fit_heads is S independent fit_head runs in one batched model: same init, same shuffles
+    (each head its own generator), so the same weights up to float summation order."""
+    g = _gen(5)
+    n, t, c = 40, 6, 4
+    labels = torch.randint(0, c, (n, t), generator=g)
+    labels[0, 2] = -1  # an unlabelled step
+    items = [
+        (torch.randn(n, t, D, generator=g) + 0.5 * labels[..., None].float(), labels, None),
+        (torch.randn(n, t, D, generator=g), labels, torch.rand(n, t, generator=g) > 0.2),
+    ]
+    kw = {"clip": clip, "num_classes": c, "background_class": None, "epochs": 3, "lr": 1e-2,
+          "batch_size": 16}  # fmt: skip
+    together = fit_heads(items, generators=[_gen(11), _gen(12)], **kw)
+    alone = [fit_head(x, y, mask=k, generator=_gen(11 + i), **kw)
+             for i, (x, y, k) in enumerate(items)]  # fmt: skip
+    for a, b in zip(together, alone, strict=True):
+        for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+            assert torch.allclose(p, q, atol=1e-5), name

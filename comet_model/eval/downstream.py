@@ -19,7 +19,7 @@ from comet_model.config import ExperimentConfig
 from comet_model.data.streaming import row_chunks, rows_per_chunk
 from comet_model.data.tasks import head_tasks
 from comet_model.data.types import Benchmark, DownstreamSets
-from comet_model.eval.heads import Head, fit_head, score_classification, score_localisation
+from comet_model.eval.heads import Head, fit_heads, score_classification, score_localisation
 from comet_model.eval.retrieval import retrieval_both
 from comet_model.eval.usage import codebook_usage
 
@@ -109,14 +109,13 @@ def evaluate_downstream(
     fit = {"epochs": head_epochs, "lr": head_lr, "batch_size": head_batch}
     tasks = head_tasks(sets, num_classes, background_class)  # label space of each head task
     heads: dict[tuple[str, str], Head] = {}
-    for task in tasks:
+    sources = list(dict.fromkeys(a for a, _ in pairs))
+    for task in tasks:  # every source modality's head of a task trained side by side
         space = {"num_classes": task.num_classes, "background_class": task.background_class}
-        for a in dict.fromkeys(a for a, _ in pairs):
-            c, labels, mk = task.select(q[(task.train_set, a)], sets, "train", a)
-            g = _seeded(base, f"{task.name}/{a}")
-            heads[(task.name, a)] = fit_head(
-                c, labels, clip=task.clip, generator=g, mask=mk, **fit, **space
-            )
+        items = [task.select(q[(task.train_set, a)], sets, "train", a) for a in sources]
+        gens = [_seeded(base, f"{task.name}/{a}") for a in sources]
+        fitted = fit_heads(items, clip=task.clip, generators=gens, **fit, **space)
+        heads |= {(task.name, a): h for a, h in zip(sources, fitted, strict=True)}
     out: dict[str, float] = {}
     for a, b in pairs:
         for task in tasks:

@@ -14,6 +14,7 @@ affine map the first layer could learn; it only makes training indifferent to th
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ __all__ = [
     "cross_modal_classification",
     "f1_from_predictions",
     "fit_head",
+    "fit_heads",
     "localisation_f1",
     "score_classification",
     "score_localisation",
@@ -229,3 +231,122 @@ def localisation_f1(
         train_codes, train_labels, clip=False, generator=generator, mask=train_mask, **kw
     )
     return score_localisation(head, test_codes, test_labels, mask=test_mask)
+
+
+class _HeadStack:
+    """S heads of one set trained side by side: their layers stacked on a leading source axis,
+    the same arithmetic as :class:`Head` (codes centred and scaled per source)."""
+
+    def __init__(self, heads: Sequence[Head], items, num_classes: int, background_class) -> None:
+        codes = torch.stack([c for c, _, _ in items])  # (S, N, T, D)
+        device = codes.device
+        labels = [y.to(device) for _, y, _ in items]
+        masks = [None if k is None else k.to(device) for _, _, k in items]
+        every = torch.ones(codes.shape[1:3], dtype=torch.bool, device=device)
+        self.clip = heads[0].lin1 is not None
+        self.codes = codes
+        self.mask = torch.stack([every if k is None else k for k in masks])  # pooled steps
+        pairs = zip(labels, masks, strict=True)
+        self.valid = torch.stack([_valid(y, k) for y, k in pairs]).float()  # labelled steps
+        self.onehot = torch.stack([step_targets(y, num_classes) for y in labels])  # (S,N,T,C)
+        self.ids = torch.stack([y if y.ndim == 2 else y.float().argmax(-1) for y in labels])
+        self.target = None
+        if self.clip:
+            pairs = zip(labels, masks, strict=True)
+            self.target = torch.stack([clip_labels(y, k, num_classes, background_class)
+                                       for y, k in pairs])  # fmt: skip
+        self.center = torch.stack([h.center for h in heads])[:, None, None]  # (S, 1, 1, D)
+        self.scale = torch.tensor([h.scale for h in heads], device=device)[:, None, None, None]
+        self.names = ("step", "lin1", "lin2") if self.clip else ("step",)
+        self.params = {n: _stack(heads, n) for n in self.names}
+
+    def loss(self, idx: Tensor) -> Tensor:
+        """The summed losses of the S heads, head s on its items ``idx[s]`` (``idx [S, b]``)."""
+        src = torch.arange(idx.shape[0], device=idx.device)[:, None]
+        x = (self.codes[src, idx] - self.center) / self.scale  # (S, b, T, D)
+        steps = _linear_all(x, *self.params["step"])  # (S, b, T, C)
+        v = self.valid[src, idx]
+        if not self.clip:
+            bce = F.binary_cross_entropy_with_logits(steps, self.onehot[src, idx], reduction="none")
+            return _masked_mean(bce.mean(-1), v).sum()
+        ids = self.ids[src, idx].clamp_min(0)
+        ce = F.cross_entropy(steps.flatten(0, 2), ids.flatten(), reduction="none").view_as(v)
+        h = _linear_all(x, *self.params["lin1"])  # (S, b, T, D)
+        mask = self.mask[src, idx]
+        h = h.masked_fill(~mask[..., None], torch.finfo(h.dtype).min)
+        pooled = torch.where(mask.any(2)[..., None], h.amax(2), 0.0)  # (S, b, D)
+        logits = _linear_all(pooled, *self.params["lin2"])  # (S, b, C)
+        t = self.target[src, idx]  # type: ignore[index]
+        clip_ce = F.cross_entropy(logits.flatten(0, 1), t.flatten().clamp_min(0),
+                                  reduction="none").view_as(t)  # fmt: skip
+        return (_masked_mean(ce, v) + _masked_mean(clip_ce, (t >= 0).float())).sum()
+
+    def write_back(self, heads: Sequence[Head]) -> None:
+        """Copy the trained stacked layers into the per-source heads."""
+        with torch.no_grad():
+            for s, head in enumerate(heads):
+                for n, (w, b) in self.params.items():
+                    getattr(head, n).weight.copy_(w[s])
+                    getattr(head, n).bias.copy_(b[s])
+
+
+def _stack(heads: Sequence[Head], name: str) -> tuple[nn.Parameter, nn.Parameter]:
+    """The weights ``[S, out, in]`` and biases ``[S, out]`` of layer ``name`` of ``heads``."""
+    layers = [getattr(h, name) for h in heads]
+    weight = torch.stack([lin.weight.detach() for lin in layers])
+    bias = torch.stack([lin.bias.detach() for lin in layers])
+    return nn.Parameter(weight), nn.Parameter(bias)
+
+
+def _linear_all(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """``x [S, ..., in]`` through the S layers ``w [S, out, in]``, ``b [S, out]``."""
+    flat = x.reshape(x.shape[0], -1, x.shape[-1])  # (S, n, in)
+    out = torch.baddbmm(b[:, None], flat, w.transpose(1, 2))  # (S, n, out)
+    return out.reshape(*x.shape[:-1], w.shape[1])
+
+
+def _masked_mean(values: Tensor, weights: Tensor) -> Tensor:
+    """Per source: the mean of ``values [S, ...]`` over the entries ``weights`` (0/1) keep."""
+    dims = tuple(range(1, values.ndim))
+    return (values * weights).sum(dims) / weights.sum(dims).clamp_min(1.0)
+
+
+def fit_heads(
+    items: Sequence[tuple[Tensor, Tensor, Tensor | None]],
+    *,
+    clip: bool,
+    num_classes: int,
+    background_class: int | None = None,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    generators: Sequence[torch.Generator],
+) -> list[Head]:
+    """:func:`fit_head` for S source modalities of one set at once (``items``: their ``(codes
+    [N, T, D], labels, mask)``, one generator each): the heads are initialised from their own
+    generators exactly as :func:`fit_head` does and trained side by side as one batched model
+    (the sum of their losses; every head keeps its own parameters, Adam moments and shuffle from
+    its own generator, so a head's result does not depend on the others). A batch without a
+    labelled step of a source adds 0 to that head's loss. Items of different lengths are fitted
+    one by one."""
+    kw = {"clip": clip, "num_classes": num_classes, "background_class": background_class}
+    if len({len(c) for c, _, _ in items}) > 1 or len(items) == 1:
+        return [fit_head(c, y, mask=k, generator=g, epochs=epochs, lr=lr, batch_size=batch_size,
+                         **kw) for (c, y, k), g in zip(items, generators, strict=True)]  # fmt: skip
+    device = items[0][0].device
+    heads = [Head(c, None if k is None else k.to(device), num_classes, clip, g)
+             for (c, _, k), g in zip(items, generators, strict=True)]  # fmt: skip
+    stack = _HeadStack(heads, items, num_classes, background_class)
+    opt = torch.optim.Adam([p for pair in stack.params.values() for p in pair], lr=lr,
+                           foreach=True)  # fmt: skip
+    n = stack.codes.shape[1]
+    with torch.enable_grad():
+        for _ in range(epochs):
+            perms = torch.stack([torch.randperm(n, generator=g) for g in generators])  # (S, n)
+            for idx in perms.split(batch_size, dim=1):
+                loss = stack.loss(idx.to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    stack.write_back(heads)
+    return heads
