@@ -12,6 +12,11 @@ Sections (default: all, in this order):
   through ``ablations/run.py --fresh`` at ``--max-concurrent`` 1 and 2; the speed-up (ideal 2).
 - ``memory``: peak resident set size of a trial subprocess and of an import-only one.
 - ``scaling``: trial time at 1x, 2x and 4x ``data.train_sequences`` on one thread.
+- ``throughput``: the same 4-trial sweep at --max-concurrent 2 with this code and with the code
+  of ``--baseline`` (a git revision in a temporary worktree), alternating; trials per minute of
+  each and the ratio.
+- ``study``: the trial count of ``ablations/study.py``, its projected wall time (from a 4-trial
+  sweep) and, with ``--study-storage``, the measured wall time of a finished study.
 - ``cmg``: one full training step of DCID at the original code's audio-video-text shapes (batch
   80, VGG19 pool5 video maps through the CMG front end)
   in float32 and float64 at all threads, against the original's float64 step (dcid_reference
@@ -33,7 +38,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from ablations.benchmarks import cmg, gpu, step, sweep, trial
+from ablations.benchmarks import cmg, gpu, step, sweep, throughput, trial
 from ablations.benchmarks.common import BenchError, overrides, print_machine, section
 from comet_model._cli import OneLineParser, positive_int
 
@@ -44,6 +49,8 @@ SECTIONS: dict[str, tuple[Callable[[argparse.Namespace, int], None], str, int]] 
     "sweep": (sweep.section_sweep, "sweep efficiency at --max-concurrent 1 and 2", 1),
     "memory": (trial.section_memory, "peak resident memory of one trial", 1),
     "scaling": (trial.section_scaling, "trial time vs training sequences", 1),
+    "throughput": (throughput.section_throughput, "trials per minute against earlier code", 3),
+    "study": (throughput.section_study, "the full study: trials, projected and measured time", 1),
     "cmg": (cmg.section_cmg, "DCID step at the original's audio-video-text shapes", 3),
     "cmg_modules": (cmg.section_cmg_modules, "CMG video modules alone (float32)", 3),
     "gpu": (gpu.section_gpu, "GPU step time and trials packed per GPU", 20),
@@ -89,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="preset of the sweep and GPU packing trials (default: --preset)")
     add("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config key of every trial (repeatable)")
+    add("--baseline", default=throughput.BASELINE_REF,
+        help=f"git revision the throughput section compares with ({throughput.BASELINE_REF})")
+    add("--study-storage", default="",
+        help="study section: the storage of a finished ablations/study.py run (its study.json)")
     # fmt: on
     return p
 

@@ -41,20 +41,25 @@ def run_sweep_command(
     *,
     gpus: float = 0.0,
     cpus: float = 1.0,
+    code_root: Path | None = None,
 ) -> SweepRun:
-    """Run the 4-trial sweep in fresh temporary storage (and a private Ray temp folder)."""
+    """Run the 4-trial sweep in fresh temporary storage (and a private Ray temp folder), with
+    this checkout's code or, with ``code_root``, the code of another checkout."""
     from reports.load import load_results
 
     storage = Path(tempfile.mkdtemp(prefix="comet-bench-"))
     ray_tmp = tempfile.mkdtemp(prefix="rb")  # short: Ray's socket paths have a length limit
     name = f"bench-c{concurrency}"
-    cmd = [sys.executable, str(RUN_PY), *SWEEP_ARGS, "--preset", preset_name,
+    run_py = RUN_PY if code_root is None else code_root / "ablations" / "run.py"
+    cmd = [sys.executable, str(run_py), *SWEEP_ARGS, "--preset", preset_name,
            "--max-concurrent", str(concurrency), "--cpus-per-trial", f"{cpus:g}",
            "--gpus-per-trial", f"{gpus:g}", "--storage", str(storage), "--name", name,
            "--fresh", "--set", "train.threads=1"]  # fmt: skip
     for item in overrides:
         cmd += ["--set", item]
     env = os.environ | {"RAY_TMPDIR": ray_tmp}
+    if code_root is not None:  # the other checkout's packages come first on the path
+        env["PYTHONPATH"] = os.pathsep.join([str(code_root), env.get("PYTHONPATH", "")])
     try:
         with open(storage / "sweep.log", "w") as log:
             t0 = time.perf_counter()

@@ -1,0 +1,111 @@
+"""Sections ``throughput`` and ``study``: trials per minute against earlier code, and the full
+study's projected wall time.
+
+``throughput``: the same 4-trial default-preset sweep (``sweep``'s) at --max-concurrent 2 (the
+best concurrency on 2 cores, section ``sweep``), run alternately with this checkout's code and
+with the code of ``--baseline`` (a git revision, checked out into a temporary worktree), in the
+same run; trials per minute of each and their ratio (new / old).
+
+``study``: the number of trials of ``ablations/study.py`` (Table 6 and Table 1 at 5 seeds with
+their extra rows, the expert-count curve at 3 seeds, the overlap-plan headline at 5 seeds), the
+projected wall time from the sweep throughput measured here, and the measured wall time of a
+study run whose storage ``--study-storage`` names (``study.json``, written by the study).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import tempfile
+from pathlib import Path
+
+from ablations.benchmarks.common import BenchError, progress, stat, table
+from ablations.benchmarks.sweep import SWEEP_ARGS, SWEEP_TRIALS, run_sweep_command
+
+__all__ = ["BASELINE_REF", "section_study", "section_throughput", "study_trials"]
+
+#: The code before the performance work of this round (the last commit before it).
+BASELINE_REF = "6c70361"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _checkout(ref: str) -> Path:
+    """A temporary worktree of ``ref`` of this checkout's repository."""
+    tmp = Path(tempfile.mkdtemp(prefix="comet-base-"))
+    cmd = ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(tmp), ref]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        last = (out.stderr.strip().splitlines() or ["git failed"])[-1]
+        raise BenchError(f"--baseline {ref}: cannot check it out ({last})")
+    return tmp
+
+
+def _remove(tree: Path) -> None:
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                   capture_output=True, timeout=120)  # fmt: skip
+    shutil.rmtree(tree, ignore_errors=True)
+
+
+def section_throughput(args: argparse.Namespace, repeats: int) -> None:
+    """Trials per minute of this code and of ``--baseline`` on the same sweep, alternating."""
+    name = args.sweep_preset or args.preset
+    base = _checkout(args.baseline)
+    walls: dict[str, list[float]] = {"baseline": [], "this code": []}
+    try:
+        for i in range(repeats):
+            for label, root in (("baseline", base), ("this code", None)):
+                progress(f"throughput: {label}, {SWEEP_TRIALS} trials ({i + 1}/{repeats})")
+                walls[label].append(
+                    run_sweep_command(name, args.overrides, 2, code_root=root).wall_s
+                )
+                progress(f"throughput: {label}: {walls[label][-1]:.0f} s")
+    finally:
+        _remove(base)
+    per_min = {k: [SWEEP_TRIALS * 60.0 / w for w in v] for k, v in walls.items()}
+    ratios = [n / o for n, o in zip(per_min["this code"], per_min["baseline"], strict=True)]
+    print(f"ablations/run.py {' '.join(SWEEP_ARGS)} --preset {name} --max-concurrent 2 "
+          f"--fresh: {SWEEP_TRIALS} trials, 1 CPU and 1 thread each; baseline = git revision "
+          f"{args.baseline}; alternating runs, n={repeats} each")  # fmt: skip
+    table(["code", "command wall s", "trials/min"],
+          [[k, stat(walls[k]), stat(per_min[k])] for k in walls])  # fmt: skip
+    print(f"trials per minute, this code / baseline: {stat(ratios)}")
+
+
+def study_trials() -> dict[str, int]:
+    """Trials of every sweep of ``ablations/study.py``."""
+    from ablations.study import STUDY
+    from search_spaces.grids import grid_arms
+
+    return {f"{g}{suffix}": len(grid_arms(g)) * seeds for g, seeds, _, suffix in STUDY}
+
+
+def section_study(args: argparse.Namespace, repeats: int) -> None:
+    """The study's trial count, projected wall time and (if recorded) measured wall time."""
+    name = args.sweep_preset or args.preset
+    counts = study_trials()
+    walls = []
+    for i in range(repeats):
+        progress(f"study: a {SWEEP_TRIALS}-trial sweep to project from ({i + 1}/{repeats})")
+        walls.append(run_sweep_command(name, args.overrides, 2).wall_s)
+    per_trial = [w / SWEEP_TRIALS for w in walls]  # wall seconds per trial at 2 concurrent
+    total = sum(counts.values())
+    print(
+        f"ablations/study.py: {total} trials ({', '.join(f'{k} {v}' for k, v in counts.items())})"
+        f"; projected from a {SWEEP_TRIALS}-trial sweep at --max-concurrent 2, n={repeats}"
+    )
+    rows = [["projected study wall min", stat([total * s / 60.0 for s in per_trial])]]
+    record = Path(args.study_storage) / "study.json" if args.study_storage else None
+    if record is not None and record.is_file():
+        done = json.loads(record.read_text())
+        rows.append([f"measured study wall min ({done.get('when', '')})",
+                     f"{done['total_s'] / 60.0:.1f}"])  # fmt: skip
+        rows += [[f"  {k}", f"{v / 60.0:.1f}"] for k, v in done.get("sweeps_s", {}).items()]
+    elif record is not None:
+        rows.append(["measured study wall min", f"no {record}"])
+    table(["what", "minutes"], rows)
+    median = statistics.median(per_trial)
+    print(f"wall seconds per trial at 2 concurrent: {stat(per_trial)} (median {median:.1f})")
