@@ -19,7 +19,13 @@ import os
 import sys
 from pathlib import Path
 
-from comet_model._cli import OneLineParser, non_negative_float, positive_float, positive_int
+from comet_model._cli import (
+    OneLineParser,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 EPILOG = """examples:
   python ablations/run.py --grid experts                      # expert-count curve, 3 seeds
@@ -47,17 +53,6 @@ def _seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
-def _count(text: str) -> int:
-    """An integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     from search_spaces.grids import GRIDS
 
@@ -83,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--confirm-seeds",
-        type=_count,
+        type=non_negative_int,
         default=5,
         help="Optuna: rerun the best configuration over N new seeds (5; 0: no rerun)",
     )

@@ -15,6 +15,7 @@ __all__ = [
     "OneLineParser",
     "fail",
     "non_negative_float",
+    "non_negative_int",
     "positive_float",
     "positive_int",
 ]
@@ -46,6 +47,14 @@ def positive_int(text: str) -> int:
     value = int(_number(text, int, "an integer"))
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    value = int(_number(text, int, "an integer"))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
