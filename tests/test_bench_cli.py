@@ -56,8 +56,9 @@ def test_stat_is_median_min_max_to_three_significant_digits() -> None:
 
 
 def _rows(out: str) -> list[list[str]]:
-    """Data rows of the step table (cells split on two or more spaces)."""
-    return [re.split(r"\s{2,}", line.strip()) for line in out.splitlines() if line[:1].isdigit()]
+    """Data rows of the step table (cells split on two or more spaces; the first table)."""
+    rows = [re.split(r"\s{2,}", line.strip()) for line in out.splitlines() if line[:1].isdigit()]
+    return [r for r in rows if len(r) == 10]
 
 
 def test_step_section_prints_headings_and_consistent_figures(
@@ -74,12 +75,13 @@ def test_step_section_prints_headings_and_consistent_figures(
     rows = _rows(out)
     assert [int(r[0]) for r in rows] == sorted({1, common.all_threads()})
     for r in rows:
-        ms = float(r[4].split()[0])
-        gflop, rate = float(r[5]), float(r[6])
-        mm = float(r[7].split()[0])
-        assert gflop > 0 and mm > 0
+        ms, bf16 = float(r[4].split()[0]), float(r[5].split()[0])
+        gflop, rate = float(r[6]), float(r[7])
+        mm = float(r[8].split()[0])
+        assert gflop > 0 and mm > 0 and bf16 > 0
         assert rate == pytest.approx(gflop / (ms / 1000.0), rel=0.02)
-        assert float(r[8]) == pytest.approx(rate / mm, rel=0.02)
+        assert float(r[9]) == pytest.approx(rate / mm, rel=0.02)
+    assert "fp32 / bf16 step time" in out
 
 
 def test_gpu_section_without_cuda_says_why(capsys: pytest.CaptureFixture[str]) -> None:
@@ -91,28 +93,29 @@ def test_gpu_section_without_cuda_says_why(capsys: pytest.CaptureFixture[str]) -
     assert len(skipped) == 1 and "CUDA" in skipped[0]
 
 
-def test_cmg_section_reports_both_dtypes_against_the_original(
+def test_cmg_section_reports_every_precision_against_the_original(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     full = cmg.avt_step_times
-    calls: list[torch.dtype] = []
+    calls: list[tuple[torch.dtype, str]] = []
 
     def tiny(**kw: object) -> list[float]:  # same code path, tiny batch and width
-        calls.append(kw["dtype"])  # type: ignore[arg-type]
-        kw |= {"batch": 2, "steps": 2, "overrides": {"model.cmg_width": 8}}
+        over = dict(kw["overrides"])  # type: ignore[arg-type]
+        calls.append((kw["dtype"], over["train.precision"]))  # type: ignore[arg-type]
+        kw |= {"batch": 2, "steps": 2, "overrides": over | {"model.cmg_width": 8}}
         return full(**kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(cmg, "avt_step_times", tiny)
     assert bench.main(["--sections", "cmg", "--repeats", "2"]) == 0
-    rows = [r.split() for r in capsys.readouterr().out.splitlines() if r.startswith("float")]
-    assert calls == [torch.float32, torch.float64] and [r[0] for r in rows] == calls_names(calls)
+    out = capsys.readouterr().out
+    assert calls == [(torch.float32, "fp32"), (torch.float32, "bf16"), (torch.float64, "fp32")]
+    rows = [re.split(r"\s{2,}", r.strip()) for r in out.splitlines()
+            if r.startswith(("float", "bf16 autocast"))]  # fmt: skip
+    assert [r[0] for r in rows] == [name for name, *_ in cmg.PRECISIONS]
     for r in rows:
-        median = float(r[1])
+        median = float(r[1].split()[0])
         assert float(r[-1].rstrip("x")) == pytest.approx(cmg.ORIGINAL_STEP_S / median, rel=0.01)
-
-
-def calls_names(dtypes: list[torch.dtype]) -> list[str]:
-    return [str(d).removeprefix("torch.") for d in dtypes]
+    assert "bf16 / float32 step time" in out
 
 
 def test_matmul_rates_are_one_per_repeat_and_positive() -> None:

@@ -135,26 +135,37 @@ def fwd_bwd_times(
     return times
 
 
+#: The precisions of the cmg section: (label, model dtype, train.precision).
+PRECISIONS = (("float32", "float32", "fp32"), ("bf16 autocast", "float32", "bf16"),
+              ("float64", "float64", "fp32"))  # fmt: skip
+
+
 def section_cmg(args: argparse.Namespace, repeats: int) -> None:
-    """Our DCID step at the original's shapes in float32 and float64 vs the original's step."""
+    """Our DCID step at the original's shapes in float32, bf16 (autocast) and float64 against
+    the original's float64 step."""
     import torch
 
     threads = torch.get_num_threads()
-    rows = []
-    for name, dtype in (("float32", torch.float32), ("float64", torch.float64)):
+    rows, medians = [], {}
+    for name, dtype, precision in PRECISIONS:
         progress(f"cmg: {name}: 1 warm-up + {repeats} steps (minutes each at full size)")
-        times = avt_step_times(dtype=dtype, repeats=repeats, warmup=1)
-        speedup = ORIGINAL_STEP_S / statistics.median(times)
+        times = avt_step_times(dtype=getattr(torch, dtype), repeats=repeats, warmup=1,
+                               overrides={"train.precision": precision})  # fmt: skip
+        medians[name] = statistics.median(times)
+        speedup = ORIGINAL_STEP_S / medians[name]
         rows.append([name, stat(times), f"{ORIGINAL_STEP_S}", f"{speedup:.2f}x"])
-        progress(f"cmg: {name}: {num(statistics.median(times))} s")
+        progress(f"cmg: {name}: {num(medians[name])} s")
     print(
         f"one training step of DCID (no COMET) at the original's shapes: B=80, T=10, video "
         f"[80,10,7*7*512] through the CMG front end (width 2048), audio [80,10,128], text "
         f"[80,10,768] (no BiLSTM), D=256, 400 codes, 5 CLUB inner steps; {threads} threads; "
-        f"after 1 warm-up step; n={repeats}. Original: float64 only, 2 threads, median of 5 steps "
-        f"measured on this machine (dcid_reference 5.3), not rerun here"
+        f"after 1 warm-up step; n={repeats}. bf16: train.precision=bf16 (autocast; codebook and "
+        f"losses in float32). Original: float64 only, 2 threads, median of 5 steps measured on "
+        f"this machine (dcid_reference 5.3), not rerun here"
     )
-    table(("dtype", "our step s", "original float64 s", "original / ours"), rows)
+    table(("precision", "our step s", "original float64 s", "original / ours"), rows)
+    ratio = medians["float32"] / medians["bf16 autocast"]
+    print(f"bf16 / float32 step time: {1 / ratio:.2f} (bf16 {ratio:.2f}x faster)")
 
 
 def section_cmg_modules(args: argparse.Namespace, repeats: int) -> None:

@@ -152,27 +152,34 @@ def peak_matmul(repeats: int, *, device: str = "cpu") -> tuple[int, list[float]]
 
 
 def section_step(args: argparse.Namespace, repeats: int) -> None:
-    """Step time, achieved GFLOP/s and the ratio to dense matmul, at 1 and all threads."""
+    """Step time, achieved GFLOP/s and the ratio to dense matmul, at 1 and all threads, in
+    float32 and with bf16 autocast (``train.precision=bf16``)."""
     import torch
 
     from comet_model.config import preset
 
     before = torch.get_num_threads()
     flops = {name: step_flops(preset(name)) for name in args.step_presets}
-    rows = []
+    rows, ratios = [], []
     try:
         for threads in sorted({1, all_threads()}):
             torch.set_num_threads(threads)
             size, mm = peak_matmul(repeats)
             progress(f"step: {threads} thread(s): matmul {num(statistics.median(mm))} GFLOP/s")
             for name in args.step_presets:
-                cfg = preset(name)
-                ms = [1000.0 * s for s in step_times(cfg, repeats=repeats)]
-                gflops = flops[name] / 1e9 / (statistics.median(ms) / 1000.0)
-                progress(f"step: {threads} thread(s), {name}: {num(statistics.median(ms))} ms")
+                ms = {}
+                for precision in ("fp32", "bf16"):
+                    cfg = preset(name).override({"train.precision": precision})
+                    ms[precision] = [1000.0 * s for s in step_times(cfg, repeats=repeats)]
+                    progress(f"step: {threads} thread(s), {name}, {precision}: "
+                             f"{num(statistics.median(ms[precision]))} ms")  # fmt: skip
+                fp32 = statistics.median(ms["fp32"])
+                gflops = flops[name] / 1e9 / (fp32 / 1000.0)
+                bf16 = statistics.median(ms["bf16"])
+                ratios.append([threads, name, f"{fp32 / bf16:.2f}"])
                 rows.append([
                     threads, name, f"{cfg.train.batch_size}x{cfg.data.steps}", cfg.model.dim,
-                    stat(ms), num(flops[name] / 1e9), num(gflops),
+                    stat(ms["fp32"]), stat(ms["bf16"]), num(flops[name] / 1e9), num(gflops),
                     f"{stat(mm)} @{size}", num(gflops / statistics.median(mm)),
                 ])  # fmt: skip
     finally:
@@ -181,8 +188,9 @@ def section_step(args: argparse.Namespace, repeats: int) -> None:
         f"one training step (forward, CLUB inner steps, losses, backward, clip, Adam, MM-EMA, "
         f"dead-code reset) on random batches, after 3 warm-up steps; n={repeats} timed steps; "
         f"matmul: float32 torch.mm, sizes {','.join(map(str, MATMUL_SIZES))}, the size with "
-        f"the best median, n={repeats} samples"
+        f"the best median, n={repeats} samples; GFLOP/s and step/matmul of the float32 step"
     )
-    table(("threads", "preset", "BxT", "D", "step ms", "GFLOP/step", "step GFLOP/s",
-           "matmul GFLOP/s @size", "step/matmul"), rows)  # fmt: skip
+    table(("threads", "preset", "BxT", "D", "fp32 step ms", "bf16 step ms", "GFLOP/step",
+           "step GFLOP/s", "matmul GFLOP/s @size", "step/matmul"), rows)  # fmt: skip
+    table(("threads", "preset", "fp32 / bf16 step time"), ratios)
     print(FLOP_NOTE)
