@@ -14,7 +14,6 @@ expected and harmless: readers keep the newest row per key (``reports.load``).
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -23,6 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from comet_model._util import atomic_path
 from reports.schema import (
     AXES,
     METRICS_SCHEMA,
@@ -38,10 +38,8 @@ def _now() -> datetime:
 
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
 
 
 def _axes_values(axes: Mapping[str, object]) -> dict[str, object]:

@@ -3,33 +3,47 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 from torch import nn
 
-__all__ = ["ResizingBuffers", "atomic_write", "atomic_write_bytes", "atomic_write_text"]
+__all__ = [
+    "ResizingBuffers",
+    "atomic_path",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+]
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
-    """Write a file through ``write(fh)`` into a hidden temporary name beside ``path``, flush it
-    to disk, then rename it over ``path``: readers see the old file or the whole new one, and an
-    interrupted write leaves no partial file behind. Parent folders are created."""
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A hidden temporary path beside ``path`` to write (by any writer: h5py, pyarrow, open);
+    renamed over ``path`` when the block ends normally, removed when it raises, so readers see
+    the old file or the whole new one and an interrupted write leaves no partial file behind.
+    Parent folders are created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
-    return path
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
+    """Write a file through ``write(fh)`` atomically (:func:`atomic_path`), flushed to disk."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return Path(path)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .._util import atomic_write_text
 from . import cmg_sources as src
 from .h5_writer import Column, FileReport, ItemFile, Skip, write_items
 from .types import DataError
@@ -313,12 +313,6 @@ def _toml(value: object) -> str:
     return repr(value)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _plan_text(
     opts: ImportOptions, stages: list[FileReport], down: dict[str, object], meta: dict[str, str]
 ) -> str:
@@ -387,7 +381,7 @@ def _skipped_tsv(out: Path, reports: list[FileReport]) -> Path:
         f"{r.path.name}\t{i}\t{why}" for r in reports for i, why in r.skipped
     ]
     path = out / "skipped.tsv"
-    _write_atomic(path, "\n".join(rows) + "\n")
+    atomic_write_text(path, "\n".join(rows) + "\n")
     return path
 
 
@@ -421,5 +415,5 @@ def import_cmg(opts: ImportOptions, progress: Callable[[str], None] | None = Non
     }
     _skipped_tsv(opts.out, reports)
     path = plan_path(opts.out)
-    _write_atomic(path, _plan_text(opts, reports[: len(opts.stages)], down, meta))
+    atomic_write_text(path, _plan_text(opts, reports[: len(opts.stages)], down, meta))
     return ImportReport(path, reports, text_what, notes)

@@ -17,7 +17,6 @@ other ones is refused instead of mixing two conversions.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._util import atomic_path
 from .types import DataError
 
 __all__ = ["Column", "FileReport", "ItemFile", "Skip", "write_items"]
@@ -149,8 +149,7 @@ def _assemble(item_file: ItemFile, shards: list[Path]) -> FileReport:
             ids += _strings(s["ids"])
             skipped += list(zip(_strings(s["skipped"]), _strings(s["reasons"]), strict=True))
     n = sum(counts)
-    tmp = item_file.path.with_name(f".{item_file.path.name}.tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(item_file.path) as tmp, h5py.File(tmp, "w") as f:
         for c in item_file.columns:
             # features [N, T, d]: one chunk per item, so reading a row reads one chunk; the
             # small side arrays (labels, masks), read whole, get chunks of about 1 MB
@@ -173,7 +172,6 @@ def _assemble(item_file: ItemFile, shards: list[Path]) -> FileReport:
         for k, v in item_file.attrs.items():
             f.attrs[k] = v
         f.attrs["comet_fingerprint"] = item_file.fingerprint
-    os.replace(tmp, item_file.path)
     return FileReport(item_file.path, n, skipped)
 
 
@@ -238,9 +236,8 @@ def write_items(
     for k, ((start, stop), p) in enumerate(zip(bounds, shards, strict=True)):
         if done[k]:
             continue
-        tmp = p.with_name(f".{p.name}.tmp")
-        _write_shard(item_file, start, stop, tmp, tick)
-        os.replace(tmp, p)
+        with atomic_path(p) as tmp:
+            _write_shard(item_file, start, stop, tmp, tick)
     if progress is not None and total:
         progress(f"{path.name}: {total:,}/{total:,} items, {time.perf_counter() - t0:.1f} s")
     report = _assemble(item_file, shards)

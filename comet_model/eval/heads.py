@@ -330,7 +330,7 @@ def fit_heads(
     labelled step of a source adds 0 to that head's loss. Items of different lengths are fitted
     one by one."""
     kw = {"clip": clip, "num_classes": num_classes, "background_class": background_class}
-    if len({len(c) for c, _, _ in items}) > 1 or len(items) == 1:
+    if len({len(c) for c, _, _ in items}) > 1 or len(items) <= 1:
         return [fit_head(c, y, mask=k, generator=g, epochs=epochs, lr=lr, batch_size=batch_size,
                          **kw) for (c, y, k), g in zip(items, generators, strict=True)]  # fmt: skip
     device = items[0][0].device
