@@ -257,7 +257,9 @@ class DataConfig(Section):
     _name: ClassVar[str] = "data"
     source: Literal["digits", "plan", "synthetic"] = "digits"  # benchmark builder
     plan_file: str = ""  # stage plan file (source "plan")
-    stages: tuple[str, ...] = ("video-text", "audio-text", "image-text")  # stage order
+    # stage order; with a plan: the plan's stages to train, in this order (a selection or a
+    # reordering; left at this default: every stage of the plan, in the plan's order)
+    stages: tuple[str, ...] = ("video-text", "audio-text", "image-text")
     class_plan: Literal["full", "overlap"] = "full"  # digits world class plan
     steps: int = 10  # T
     train_sequences: int = 4000  # training sequences per stage
@@ -269,9 +271,15 @@ class DataConfig(Section):
 
     def _validate(self) -> None:
         self._require(len(self.stages) >= 1, "stages", "a non-empty list")
-        for s in self.stages:
-            stage_modalities(s)
+        if self.source == "plan":  # a plan's stage names are free (checked against the plan)
+            self._require(all(self.stages), "stages", "a list of stage names")
+            self._require(len(set(self.stages)) == len(self.stages), "stages", "distinct")
+        else:
+            for s in self.stages:
+                stage_modalities(s)
         self._require(self.source != "plan" or bool(self.plan_file), "plan_file", "set")
+        self._require(self.source == "plan" or not self.plan_file, "plan_file",
+                      f"empty unless data.source is 'plan' (it is {self.source!r})")  # fmt: skip
         self._require(2 <= self.steps <= MAX_WIDTH, "steps", f"in [2, {MAX_WIDTH}]")
         for name, low in (("train_sequences", 2), ("val_sequences", 1)):
             self._require(low <= getattr(self, name) <= MAX_COUNT, name, f"in [{low}, {MAX_COUNT}]")
