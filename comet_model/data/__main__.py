@@ -50,11 +50,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .plan import load_plan
+    from .plan import check_plan
     from .tasks import head_tasks
 
     t0 = time.perf_counter()
-    bench = load_plan(args.plan, streaming=args.streaming)
+    bench = check_plan(args.plan, streaming=args.streaming)
     print(f"{args.plan}: ok, {len(bench.stages)} stage(s), mediator {bench.stages[0].mediator}")
     for st in bench.stages:
         print(

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,6 +71,7 @@ from .types import Benchmark, DataError, DownstreamSets, Sequences, StageData, T
 __all__ = [
     "DOWNSTREAM_KEYS",
     "Streaming",
+    "check_plan",
     "load_plan",
     "plan_selection",
     "plan_stage_names",
@@ -402,3 +403,20 @@ def load_plan(
         meta=meta,
         streamed=stream,
     )
+
+
+def check_plan(
+    path: str | os.PathLike[str],
+    streaming: Streaming | bool = "auto",
+    stages: Sequence[str] | None = None,
+) -> Benchmark:
+    """Every check :func:`load_plan` makes for a run with ``streaming``, holding as little as it
+    can: the memory such a run would need is compared with what is available, and HDF5
+    features are then scanned from disk in chunks whatever ``streaming`` says. ``streamed`` of
+    the result is what the run would do. (``python -m comet_model.data check`` and the sweep
+    driver, before any trial starts.)"""
+    path = Path(path)
+    plan = _read_plan(path)
+    specs = _select(_stage_specs(plan, path), stages, path)
+    stream = _use_streaming(streaming, specs, _downstream_files(plan, path), path)
+    return replace(load_plan(path, streaming="on", stages=stages), streamed=stream)
