@@ -16,7 +16,7 @@ written under ``--storage``:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,20 +85,25 @@ def check_arms(
     preset_flat: Mapping[str, Any],
     arms: Mapping[str, Mapping[str, Any]],
     base: Mapping[str, Any],
-    seed: int,
+    seeds: Sequence[int],
 ) -> None:
-    """Every arm's configuration is valid and every stage plan it uses passes ``check`` for its
-    stage selection and streaming mode (each plan and selection checked once); SweepError
-    naming the arm, the key or the file."""
+    """Every arm's configuration is valid with every seed and every stage plan it uses passes
+    ``check`` for its stage selection and streaming mode (each plan and selection checked
+    once); SweepError naming the arm, the key or the file."""
     from comet_model.config import ConfigError
     from comet_model.data.plan import check_plan, plan_selection
     from comet_model.data.types import DataError
 
+    try:
+        for seed in seeds:
+            _arm_config(preset_flat, base, seed)
+    except ConfigError as exc:
+        raise SweepError(str(exc)) from None
     checked: set[tuple[str, str, tuple[str, ...] | None]] = set()
     for arm, overrides in arms.items():
         where = f"arm {arm!r}: " if len(arms) > 1 else ""
         try:
-            cfg = _arm_config(preset_flat, dict(base) | dict(overrides), seed)
+            cfg = _arm_config(preset_flat, dict(base) | dict(overrides), seeds[0])
             data = cfg.data
             key = (data.plan_file, data.streaming, plan_selection(data.stages))
             if data.source == "plan" and key not in checked:

@@ -160,10 +160,10 @@ def make_spec(args: argparse.Namespace):
         base |= {"data.source": "plan", "data.plan_file": str(args.plan.resolve())}
     if args.grid:
         arms = get_grid(args.grid)
-        name = args.name or f"{args.grid}-{args.preset}"
+        name = f"{args.grid}-{args.preset}" if args.name is None else args.name
     else:
         arms = {"search": {"comet": True}}
-        name = args.name or f"optuna-{args.preset}"
+        name = f"optuna-{args.preset}" if args.name is None else args.name
         if not args.metric.startswith("val/") and not args.select_on_test:
             raise ValueError(
                 f"--metric {args.metric} is not a validation metric: choices are made on "
@@ -197,7 +197,7 @@ def dry_run(spec) -> int:
     from comet_model.config import preset
 
     try:
-        check_arms(preset(spec.preset).to_flat(), spec.arms, spec.base, spec.seeds[0])
+        check_arms(preset(spec.preset).to_flat(), spec.arms, spec.base, spec.seeds)
     except SweepError as exc:
         return _fail(str(exc))
     for run in planned_runs(spec):

@@ -286,7 +286,7 @@ def run_sweep(
     preset_flat = get_preset(spec.preset).to_flat()
     exp_dir = sweep_dir(storage, spec.name)
     check_storage(storage)
-    check_arms(preset_flat, spec.arms, spec.base, spec.seeds[0])
+    check_arms(preset_flat, spec.arms, spec.base, spec.seeds)
     flat = {**preset_flat, **spec.base}  # a stage plan names its own stages
     num_stages = stage_count(flat["data.source"], flat["data.plan_file"], flat["data.stages"])
     if res.address:

@@ -48,13 +48,16 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return coerce(key, value, arg)
-            except ConfigError:
-                pass
+            except ConfigError as exc:
+                errors.append(exc)
+        if len(errors) == 1 and "expected" not in str(errors[0]):  # the right type, a bad value
+            raise errors[0]
         ok = False
     elif origin is Literal:
         ok = isinstance(value, str) and value in typing.get_args(tp)

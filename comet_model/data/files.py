@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .streaming import available_memory
+from .streaming import available_memory, release_changed
 from .types import DataError
 
 __all__ = [
@@ -141,6 +141,7 @@ def _h5_problem(ds, file_size: int) -> str | None:
 def _h5_shapes(path: Path, size: int) -> Shapes:
     import h5py
 
+    release_changed(path)
     try:
         with h5py.File(path, "r") as f:
             out: Shapes = {}

@@ -384,6 +384,8 @@ def load_plan(
     sets = {k: read_sequences(p, streaming=stream) for k, p in (files or {}).items()}
     for k, seqs in sets.items():
         dims.check(seqs, (files or {})[k])
+    if files is not None:
+        check_downstream_labels(sets, files)  # labelled at all, before the label spaces
     num_classes, background, names = plan_classes(plan, path, pairs, sets, classes)
     if files is not None:
         spaces = {t: classes.get(t, TaskClasses(num_classes, background, names)) for t in TASKS}

@@ -37,6 +37,7 @@ __all__ = [
     "check_finite",
     "nonfinite",
     "release",
+    "release_changed",
     "row_chunks",
     "rows_per_chunk",
     "should_stream",
@@ -70,9 +71,25 @@ def _dataset(path: str, name: str, stamp: tuple[int, int, int] | None = None) ->
 
         if cached is not None and cached[1].id.valid:
             cached[1].close()
-        # no chunk cache: every read is a whole chunk (one item), read straight into our buffer
-        cached = _FILES[key] = (now, h5py.File(path, "r", rdcc_nbytes=0))
+        try:  # no chunk cache: every read is a whole chunk (one item), read into our buffer
+            cached = _FILES[key] = (now, h5py.File(path, "r", rdcc_nbytes=0))
+        except OSError as exc:
+            _FILES.pop(key, None)
+            raise DataError(f"{path}: unreadable HDF5 ({' '.join(str(exc).split())})") from None
     return cached[1][name]
+
+
+def release_changed(path: str | os.PathLike[str]) -> None:
+    """Close this process's cached handle of ``path`` if the file changed since it was opened:
+    HDF5 would hand a new open of the same file that stale handle, unchecked."""
+    key = (str(Path(path)), os.getpid())
+    cached = _FILES.get(key)
+    try:
+        changed = cached is not None and cached[0] != _stamp(key[0])
+    except OSError:
+        changed = True
+    if changed:
+        release(path)
 
 
 def release(path: str | os.PathLike[str] | None = None) -> None:
