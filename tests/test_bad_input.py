@@ -297,6 +297,12 @@ CASES = [
          write("f")),  # fmt: skip
     Case("storage-read-only", "sweep", (*SWEEP[:-1], "{tmp}/ro/st"), "Permission denied",
          read_only("ro"), needs_non_root=True),  # fmt: skip
+    Case("checkpoint-damaged", "run", RUN, "unreadable checkpoint (damaged, or not ours)",
+         write("out/checkpoint.pt", b"garbage")),  # fmt: skip
+    Case("checkpoint-not-zip", "run", RUN, "unreadable checkpoint (RuntimeError",
+         write("out/checkpoint.pt", b"PK\x03\x04junk")),  # fmt: skip
+    Case("checkpoint-is-folder", "run", RUN, "unreadable checkpoint (Is a directory)",
+         folder("out/checkpoint.pt")),  # fmt: skip
     Case("report-out-is-file", "report", REPORT, "is a file, not a folder", write("report")),
     Case("report-out-under-file", "report", (*REPORT[:3], "{tmp}/f/r", "--no-pdf"),
          "is a file, not a folder", write("f")),  # fmt: skip

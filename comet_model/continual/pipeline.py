@@ -359,7 +359,10 @@ def run_continual(
         torch.set_num_threads(cfg.train.threads)
     dev = torch.device(device)
     path = None if out_dir is None else Path(out_dir) / CHECKPOINT
-    state = ckpt.load(path) if path is not None and path.exists() else None
+    try:
+        state = ckpt.load(path) if path is not None and path.exists() else None
+    except ValueError as exc:  # damaged or not a checkpoint: the run cannot resume from it
+        raise ResumeError(f"{exc}; delete it or use another out_dir") from None
     if benchmark is None and cfg.data.source != "plan":
         names = list(cfg.data.stages)
     else:
