@@ -289,3 +289,23 @@ def test_a_selection_of_stages_keeps_each_stage_and_its_split(plan_dir: Path) ->
     for bad, why in ((["vt", "vt"], "twice"), (["xt"], "no stage named 'xt'"), ([], "no stage")):
         with pytest.raises(DataError, match=why):
             load_plan(plan_dir / "plan.toml", stages=bad)
+
+
+def test_resolve_stages_refuses_the_one_selection_data_stages_cannot_express(
+    tmp_path: Path,
+) -> None:
+    """data.stages left at its default means every stage of a plan; selecting exactly the
+    default's names from a plan with further stages would silently train them all."""
+    from comet_model.config import DataConfig
+    from comet_model.data.plan import plan_selection, resolve_stages
+
+    default = DataConfig().stages
+    blocks = [f'[[stages]]\nname = "{n}"\nmodalities = ["{n.split("-")[0]}", "text"]\n'
+              f'train = "x.npz"\n' for n in (*default, "speech-text")]  # fmt: skip
+    (tmp_path / "plan.toml").write_text("\n".join(blocks))
+    plan = tmp_path / "plan.toml"
+    assert resolve_stages(plan, None) == (*default, "speech-text")
+    assert resolve_stages(plan, ["speech-text", "video-text"]) == ("speech-text", "video-text")
+    assert plan_selection(default) is None and plan_selection(["video-text"]) == ("video-text",)
+    with pytest.raises(DataError, match="cannot be told apart"):
+        resolve_stages(plan, list(default))
