@@ -137,38 +137,44 @@ def _parse_sets(items: list[str], cfg) -> dict[str, object]:
 
 
 def make_spec(args: argparse.Namespace):
-    """The sweep of a command line; raises KeyError, ValueError or ConfigError (one line)."""
+    """The sweep of a command line; raises KeyError, ValueError, ConfigError, DataError or
+    SweepError (one line). The stage plan's files are checked by :func:`run_sweep`."""
+    from ablations.checks import sweep_dir
     from ablations.sweep import SweepSpec
     from comet_model.config import ExperimentConfig, preset
+    from comet_model.data.plan import resolve_stages
     from search_spaces.grids import check_keys, get_grid
 
     cfg = preset(args.preset)
     flat = cfg.to_flat()
     base = _parse_sets(args.set, cfg)
     if args.plan is not None:
-        if not args.plan.is_file():
-            raise ValueError(f"{args.plan}: stage plan file not found")
+        clash = sorted({"data.source", "data.plan_file"} & set(base))
+        if clash:
+            raise ValueError(f"--plan: conflicts with --set {clash[0]}")
         base |= {"data.source": "plan", "data.plan_file": str(args.plan.resolve())}
-        from comet_model.data.plan import plan_stage_names
-
-        plan_stage_names(args.plan)  # a malformed plan: one line now, not in every trial
     if args.grid:
         arms = get_grid(args.grid)
-        name = args.name or f"{args.grid}-{args.preset}"
+        name = f"{args.grid}-{args.preset}" if args.name is None else args.name
     else:
         arms = {"search": {"comet": True}}
-        name = args.name or f"optuna-{args.preset}"
+        name = f"optuna-{args.preset}" if args.name is None else args.name
         if not args.metric.startswith("val/") and not args.select_on_test:
             raise ValueError(
                 f"--metric {args.metric} is not a validation metric: choices are made on "
                 "validation metrics (val/...); pass --select-on-test to optimise it anyway"
             )
+    sweep_dir(args.storage, name)  # a plain name: STORAGE/NAME is inside the storage
     check_keys(arms, flat)
     swept = sorted({k for overrides in arms.values() for k in overrides} & set(base))
     if swept:
         raise ValueError(f"--set {swept[0]} conflicts with the grid, which sweeps that key")
     for overrides in arms.values():  # every arm must resolve to a valid config
         ExperimentConfig.from_flat({**flat, **base, **overrides})
+    merged = {**flat, **base}
+    if merged["data.source"] == "plan" and not any("data.stages" in o for o in arms.values()):
+        # the plan's stages (or those --set data.stages selects), so the records say what ran
+        base["data.stages"] = resolve_stages(merged["data.plan_file"], base.get("data.stages"))
     if args.max_failures < 0:
         raise ValueError("--max-failures must be >= 0")
     return SweepSpec(name=name, preset=args.preset, seeds=args.seeds, arms=arms, base=base,
@@ -177,11 +183,18 @@ def make_spec(args: argparse.Namespace):
 
 
 def dry_run(spec) -> int:
-    """Print every run of ``spec`` as one JSON line (nothing is started or written)."""
+    """Check ``spec`` as a run would (configs, stage plans) and print every run of it as one
+    JSON line (nothing is started or written)."""
     import json
 
-    from ablations.sweep import planned_runs
+    from ablations.checks import check_arms
+    from ablations.sweep import SweepError, planned_runs
+    from comet_model.config import preset
 
+    try:
+        check_arms(preset(spec.preset).to_flat(), spec.arms, spec.base, spec.seeds)
+    except SweepError as exc:
+        return _fail(str(exc))
     for run in planned_runs(spec):
         print(json.dumps(run, default=list))
     return 0
@@ -196,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = make_spec(args)
     except KeyError as exc:
         return _fail(str(exc.args[0]))
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, ValueError, SweepError) as exc:  # DataError is a ValueError
         return _fail(str(exc))
     if args.dry_run:
         return dry_run(spec)

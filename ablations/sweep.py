@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -15,12 +14,21 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ablations.checks import SweepError, check_arms, check_fresh, check_storage, sweep_dir
 from ablations.keys import resolve_flat, run_key
+from ablations.progress import Progress, RunKeys, progress_callback
 from ablations.trainable import comet_trial
 
-
-class SweepError(RuntimeError):
-    """A sweep that cannot start (one-line message; the CLI exits 2)."""
+__all__ = [
+    "Resources",
+    "SweepError",
+    "SweepOutcome",
+    "SweepSpec",
+    "expected_run_keys",
+    "planned_runs",
+    "resolve_gpus",
+    "run_sweep",
+]
 
 
 @dataclass(frozen=True)
@@ -151,66 +159,16 @@ def _init_ray(res: Resources) -> dict:
     return ray.cluster_resources()
 
 
-class _Progress:
-    """One line per finished stage and per finished trial, on stderr."""
-
-    def __init__(self, total: int, num_stages: int, start: float) -> None:
-        self.total, self.num_stages, self.start = total, num_stages, start
-        self.done = 0
-
-    def line(self, text: str) -> None:
-        elapsed = time.perf_counter() - self.start
-        print(f"[{self.done}/{self.total} runs, {elapsed / 60:5.1f} min] {text}", file=sys.stderr)
-
-    @staticmethod
-    def label(trial) -> str:
-        cfg = trial.config
-        arm = cfg.get("arm", "search")
-        extra = " ".join(
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in cfg.items()
-            if k not in ("arm", "seed")
-        )
-        return f"{arm} seed={cfg.get('seed')}" + (f" {extra}" if extra else "")
-
-
-def _callback(progress: _Progress):
-    from ray import tune
-
-    class ProgressCallback(tune.Callback):
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            cells = []
-            for split, key in (("val", "val/objective"), ("test", "objective")):
-                obj = result.get(key, math.nan)
-                cells.append(f"{split} {'n/a' if math.isnan(obj) else f'{obj:.3f}'}")
-            shown = " ".join(cells)
-            if all(c.endswith("n/a") for c in cells):
-                shown += " (no unseen pair yet)"
-            progress.line(
-                f"{progress.label(trial)}: stage {result.get('stage')}/{progress.num_stages} "
-                f"objective {shown}"
-            )
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            progress.done += 1
-            progress.line(f"{progress.label(trial)}: done")
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            progress.done += 1
-            progress.line(f"{progress.label(trial)}: FAILED (error recorded in the runs table)")
-
-    return ProgressCallback()
-
-
 def _prepare_storage(
     spec: SweepSpec, storage: Path, fresh: bool, provenance: dict, allow_code_change: bool = False
 ) -> Path:
     """The sweep's folder under ``storage``, refusing a name started with other settings, or
     holding runs of other code or data (unless ``allow_code_change``: then a warning)."""
-    storage = storage.resolve()
-    exp_dir = storage / spec.name
+    exp_dir = sweep_dir(storage, spec.name)  # a folder directly inside the storage
+    storage = exp_dir.parent
     marker = exp_dir / "sweep.json"
-    if fresh and exp_dir.exists():
+    if fresh and (exp_dir.exists() or exp_dir.is_symlink()):
+        check_fresh(exp_dir)  # only a sweep's own folder
         shutil.rmtree(exp_dir)
     if marker.exists():
         old = json.loads(marker.read_text()).get("digest")
@@ -251,7 +209,7 @@ def _sweep_provenance(spec: SweepSpec, preset_flat: dict) -> dict:
     return sweep_provenance(flats)
 
 
-def _tuner(spec: SweepSpec, res: Resources, exp_dir: Path, cluster: dict, progress: _Progress,
+def _tuner(spec: SweepSpec, res: Resources, exp_dir: Path, cluster: dict, progress: Progress,
            provenance: dict | None = None):  # fmt: skip
     """A new Tuner for the sweep, or the restored one of an interrupted run."""
     from ray import tune
@@ -277,7 +235,7 @@ def _tuner(spec: SweepSpec, res: Resources, exp_dir: Path, cluster: dict, progre
         verbose=0,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=res.max_failures),
-        callbacks=[_callback(progress)],
+        callbacks=[progress_callback(progress)],
     )
     return tune.Tuner(
         trainable,
@@ -317,13 +275,18 @@ def run_sweep(
 ) -> SweepOutcome:
     """Run (or resume) the sweep ``spec`` under ``storage/spec.name``.
 
+    Before anything is written or started (:mod:`ablations.checks`): the name, the storage,
+    every arm's config and every stage plan the arms use; a problem raises :class:`SweepError`.
     Resuming a sweep whose recorded runs came from other code or data raises
-    :class:`SweepError` before anything runs, unless ``allow_code_change`` (then a warning).
+    :class:`SweepError` too, unless ``allow_code_change`` (then a warning).
     """
     from comet_model.config import preset as get_preset
     from comet_model.data.plan import stage_count
 
     preset_flat = get_preset(spec.preset).to_flat()
+    exp_dir = sweep_dir(storage, spec.name)
+    check_storage(storage)
+    check_arms(preset_flat, spec.arms, spec.base, spec.seeds)
     flat = {**preset_flat, **spec.base}  # a stage plan names its own stages
     num_stages = stage_count(flat["data.source"], flat["data.plan_file"], flat["data.stages"])
     if res.address:
@@ -333,7 +296,8 @@ def run_sweep(
     cluster = _init_ray(res)
     total = spec.num_samples if spec.search == "optuna" else len(spec.arms) * len(spec.seeds)
     start = time.perf_counter()
-    tuner = _tuner(spec, res, exp_dir, cluster, _Progress(total, num_stages, start), provenance)
+    progress = Progress(total, num_stages, exp_dir, RunKeys(preset_flat, spec.arms, spec.base))
+    tuner = _tuner(spec, res, exp_dir, cluster, progress, provenance)
     interrupted = _fit(tuner)
     return _check(spec, preset_flat, exp_dir, interrupted, time.perf_counter() - start)
 

@@ -7,8 +7,13 @@ again resumes after the last completed stage). Prints a per-stage summary and a 
 headline metrics after each stage on stdout and writes every stage's metrics to
 ``OUT/metrics.json`` (atomically); progress lines (stage, epoch, losses, elapsed) go to stderr.
 ``--preset default`` is full COMET on the three default stages; ``--set comet=false`` gives the
-plain continual baseline. Bad flags and bad ``--set`` keys or values give a one-line error and
-exit status 2.
+plain continual baseline; ``--plan FILE`` runs a bring-your-own stage plan (its stages, or those
+``--stages`` selects from it, in that order).
+
+Everything is checked before anything is trained or written: flags, every config value, the
+output folder (a writable folder or one that can be created), the stage plan and every file it
+names (as ``python -m comet_model.data check`` does). A problem gives one line ``error: ...``
+and exit status 2.
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from comet_model._cli import OneLineParser, fail
+from comet_model._cli import OneLineParser, UsageError, check_output_dir, fail
 from comet_model._util import atomic_write_text
 from comet_model.config import PRESETS, ConfigError, ExperimentConfig, parse_override, preset
-from comet_model.data.plan import stage_count
+from comet_model.data.plan import resolve_stages, stage_count
 from comet_model.data.types import DataError
 
 _PROG = "comet"
@@ -43,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", choices=sorted(PRESETS), default="default",
                      help="base configuration (default: %(default)s)")  # fmt: skip
     run.add_argument("--stages", help="comma-separated stage order, e.g. video-audio or "
-                     "video-text,audio-text,image-text (default: the preset's stages)")  # fmt: skip
+                     "video-text,audio-text,image-text (default: the preset's stages); with "
+                     "--plan, the plan's stages to train, in this order")  # fmt: skip
+    run.add_argument("--plan", metavar="FILE", type=Path,
+                     help="bring-your-own stage plan (TOML/YAML; see data/FORMAT.md)")  # fmt: skip
     run.add_argument("--out", required=True,
                      help="output folder (checkpoint.pt, metrics.json)")  # fmt: skip
     run.add_argument("--seed", type=int, help="model seed (config key 'seed')")
@@ -56,24 +64,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_config(args: argparse.Namespace) -> ExperimentConfig:
-    """The configuration of a ``run`` command line (raises ConfigError)."""
+    """The configuration of a ``run`` command line (raises ConfigError, or DataError for a bad
+    plan). With a plan, ``data.stages`` becomes the plan's stages that ``--stages`` (or ``--set
+    data.stages``) selects, every one by default: what runs is what the config records."""
     cfg = preset(args.preset)
     flat: dict[str, Any] = {}
     for text in args.overrides:
         key, value = parse_override(text, cfg)
         flat[key] = value
     if args.stages is not None:
+        if "data.stages" in flat:
+            raise ConfigError("--stages: given twice (also as --set data.stages)")
         flat["data.stages"] = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    if args.plan is not None:
+        clash = sorted({"data.source", "data.plan_file"} & set(flat))
+        if clash:
+            raise ConfigError(f"--plan: conflicts with --set {clash[0]}")
+        flat |= {"data.source": "plan", "data.plan_file": str(args.plan.resolve())}
     if args.seed is not None:
         flat["seed"] = args.seed
     if args.threads is not None:
         flat["train.threads"] = args.threads
-    return cfg.override(flat)
+    cfg = cfg.override(flat)
+    if cfg.data.source == "plan":
+        stages = resolve_stages(cfg.data.plan_file, flat.get("data.stages"))
+        cfg = cfg.override({"data.stages": stages})
+    return cfg
 
 
-def _progress(row: dict[str, Any], cfg: ExperimentConfig, t0: float) -> None:
+def _progress(row: dict[str, Any], cfg: ExperimentConfig, n: int, t0: float) -> None:
     elapsed = time.perf_counter() - t0
-    n = stage_count(cfg.data.source, cfg.data.plan_file, cfg.data.stages)  # a plan's own
     where = f"[stage {row.get('stage_index', '?')}/{n} {row['stage']}]"
     if row.get("kind") == "eval":
         val, test = (row.get(k, float("nan")) for k in ("val/objective", "objective"))
@@ -151,11 +171,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         cfg = make_config(args)
-    except ConfigError as exc:
+        check_output_dir(args.out, "--out")
+    except (ConfigError, DataError, UsageError) as exc:
         fail(str(exc))
     out = Path(args.out)
     t0 = time.perf_counter()
-    callback = None if args.quiet else (lambda row: _progress(row, cfg, t0))
+    n = stage_count(cfg.data.source, cfg.data.plan_file, cfg.data.stages)
+    callback = None if args.quiet else (lambda row: _progress(row, cfg, n, t0))
     try:
         result = run_continual(cfg, out_dir=out, on_metrics=callback)
     except (DataError, ConfigError, ResumeError) as exc:

@@ -29,6 +29,12 @@ from typing import Any, ClassVar, Literal
 
 from comet_model.config_schema import ConfigError, Section, parse_text
 
+# Upper bounds of sizes, far beyond any real run: a typo (1e15 codes, a 10**9-wide layer) is
+# refused up front instead of failing on an allocation mid-run
+MAX_WIDTH = 1 << 16  # widths, channels, experts, layers
+MAX_COUNT = 1 << 24  # codes, batches, sequences, steps, epochs, thresholds
+SEED_RANGE = 2**32  # seeds are in [0, 2**32): NumPy's generators refuse negative seeds
+
 __all__ = [
     "ClubConfig",
     "CodebookConfig",
@@ -79,11 +85,12 @@ class ModelConfig(Section):
 
     def _validate(self) -> None:
         for name in ("dim", "heads", "ffn", "spec_dim", "club_hidden", "cpc_layers"):
-            self._require(getattr(self, name) > 0, name, "> 0")
-        self._require(self.cmg_grid >= 5, "cmg_grid", ">= 5 (two unpadded 3x3 convolutions)")
+            self._require(0 < getattr(self, name) <= MAX_WIDTH, name, f"in [1, {MAX_WIDTH}]")
+        self._require(5 <= self.cmg_grid <= 64, "cmg_grid",
+                      "in [5, 64] (two unpadded 3x3 convolutions)")  # fmt: skip
         for name in ("cmg_channels", "cmg_width"):
-            self._require(getattr(self, name) > 0, name, "> 0")
-        self._require(self.layers >= 0, "layers", ">= 0")
+            self._require(0 < getattr(self, name) <= MAX_WIDTH, name, f"in [1, {MAX_WIDTH}]")
+        self._require(0 <= self.layers <= MAX_WIDTH, "layers", f"in [0, {MAX_WIDTH}]")
         self._require(self.dim % self.heads == 0, "heads", f"a divisor of model.dim={self.dim}")
         self._require(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)")
         self._require(self.contrastive_temperature > 0, "contrastive_temperature", "> 0")
@@ -108,11 +115,12 @@ class CodebookConfig(Section):
     cmcm_temperature: float = 1.0  # temperature of the CMCM code distributions
 
     def _validate(self) -> None:
-        self._require(self.size >= 2, "size", ">= 2")
+        self._require(2 <= self.size <= MAX_COUNT, "size", f"in [2, {MAX_COUNT}]")
         self._require(0.0 < self.decay < 1.0, "decay", "in (0, 1)")
         self._require(self.eps > 0, "eps", "> 0")
         self._require(self.commitment >= 0, "commitment", ">= 0")
-        self._require(self.dead_code_threshold >= 1, "dead_code_threshold", ">= 1")
+        self._require(1 <= self.dead_code_threshold <= MAX_COUNT, "dead_code_threshold",
+                      f"in [1, {MAX_COUNT}]")  # fmt: skip
         self._require(self.cmcm_temperature > 0, "cmcm_temperature", "> 0")
 
 
@@ -131,7 +139,7 @@ class MoEConfig(Section):
     linear_fallback: bool = False
 
     def _validate(self) -> None:
-        self._require(self.num_experts >= 1, "num_experts", ">= 1")
+        self._require(1 <= self.num_experts <= MAX_WIDTH, "num_experts", f"in [1, {MAX_WIDTH}]")
         self._require(0 <= self.top_k <= self.num_experts, "top_k", "in [0, moe.num_experts]")
 
 
@@ -153,7 +161,8 @@ class EWCConfig(Section):
     def _validate(self) -> None:
         self._require(self.lam >= 0, "lam", ">= 0")
         self._require(self.gamma >= 0, "gamma", ">= 0")
-        self._require(self.fisher_batches >= 1, "fisher_batches", ">= 1")
+        self._require(1 <= self.fisher_batches <= MAX_COUNT, "fisher_batches",
+                      f"in [1, {MAX_COUNT}]")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -168,7 +177,7 @@ class ReplayConfig(Section):
     tau: float | None = None  # optional distance threshold on V1 hits
 
     def _validate(self) -> None:
-        self._require(self.k2 >= 0, "k2", ">= 0")
+        self._require(0 <= self.k2 <= MAX_COUNT, "k2", f"in [0, {MAX_COUNT}]")
         self._require(self.w_k2 >= 0, "w_k2", ">= 0")
         self._require(self.beta_pmr >= 0, "beta_pmr", ">= 0")
         self._require(self.tau is None or self.tau > 0, "tau", "None or > 0")
@@ -206,7 +215,7 @@ class ClubConfig(Section):
     clamp: bool = True  # bound clipped at 0 per modality (original: unclipped)
 
     def _validate(self) -> None:
-        self._require(self.inner_steps >= 0, "inner_steps", ">= 0")
+        self._require(0 <= self.inner_steps <= MAX_WIDTH, "inner_steps", f"in [0, {MAX_WIDTH}]")
         self._require(self.lr > 0, "lr", "> 0")
 
 
@@ -226,11 +235,11 @@ class TrainConfig(Section):
     frozen: tuple[str, ...] = ()  # parameter groups frozen in stages >= 2 (e.g. "semantic.text")
 
     def _validate(self) -> None:
-        self._require(self.epochs >= 1, "epochs", ">= 1")
-        self._require(self.batch_size >= 2, "batch_size", ">= 2")
+        self._require(1 <= self.epochs <= MAX_COUNT, "epochs", f"in [1, {MAX_COUNT}]")
+        self._require(2 <= self.batch_size <= MAX_COUNT, "batch_size", f"in [2, {MAX_COUNT}]")
         self._require(self.lr > 0, "lr", "> 0")
         self._require(self.clip >= 0, "clip", ">= 0")
-        self._require(self.threads >= 0, "threads", ">= 0")
+        self._require(0 <= self.threads <= MAX_WIDTH, "threads", f"in [0, {MAX_WIDTH}]")
 
 
 def stage_modalities(stage: str) -> tuple[str, ...]:
@@ -248,7 +257,9 @@ class DataConfig(Section):
     _name: ClassVar[str] = "data"
     source: Literal["digits", "plan", "synthetic"] = "digits"  # benchmark builder
     plan_file: str = ""  # stage plan file (source "plan")
-    stages: tuple[str, ...] = ("video-text", "audio-text", "image-text")  # stage order
+    # stage order; with a plan: the plan's stages to train, in this order (a selection or a
+    # reordering; left at this default: every stage of the plan, in the plan's order)
+    stages: tuple[str, ...] = ("video-text", "audio-text", "image-text")
     class_plan: Literal["full", "overlap"] = "full"  # digits world class plan
     steps: int = 10  # T
     train_sequences: int = 4000  # training sequences per stage
@@ -260,12 +271,19 @@ class DataConfig(Section):
 
     def _validate(self) -> None:
         self._require(len(self.stages) >= 1, "stages", "a non-empty list")
-        for s in self.stages:
-            stage_modalities(s)
+        if self.source == "plan":  # a plan's stage names are free (checked against the plan)
+            self._require(all(self.stages), "stages", "a list of stage names")
+            self._require(len(set(self.stages)) == len(self.stages), "stages", "distinct")
+        else:
+            for s in self.stages:
+                stage_modalities(s)
         self._require(self.source != "plan" or bool(self.plan_file), "plan_file", "set")
-        self._require(self.steps >= 2, "steps", ">= 2")
-        self._require(self.train_sequences >= 2, "train_sequences", ">= 2")
-        self._require(self.val_sequences >= 1, "val_sequences", ">= 1")
+        self._require(self.source == "plan" or not self.plan_file, "plan_file",
+                      f"empty unless data.source is 'plan' (it is {self.source!r})")  # fmt: skip
+        self._require(2 <= self.steps <= MAX_WIDTH, "steps", f"in [2, {MAX_WIDTH}]")
+        for name, low in (("train_sequences", 2), ("val_sequences", 1)):
+            self._require(low <= getattr(self, name) <= MAX_COUNT, name, f"in [{low}, {MAX_COUNT}]")
+        self._require(0 <= self.seed < SEED_RANGE, "seed", "in [0, 2**32)")
 
 
 @dataclass(frozen=True)
@@ -282,9 +300,9 @@ class EvalConfig(Section):
     splits: tuple[str, ...] = ("val", "test")
 
     def _validate(self) -> None:
-        self._require(self.epochs >= 1, "epochs", ">= 1")
+        self._require(1 <= self.epochs <= MAX_COUNT, "epochs", f"in [1, {MAX_COUNT}]")
         self._require(self.lr > 0, "lr", "> 0")
-        self._require(self.batch_size >= 1, "batch_size", ">= 1")
+        self._require(1 <= self.batch_size <= MAX_COUNT, "batch_size", f"in [1, {MAX_COUNT}]")
         ok = bool(self.splits) and set(self.splits) <= {"val", "test"}
         self._require(ok and len(set(self.splits)) == len(self.splits), "splits",
                       "distinct entries of 'val', 'test'")  # fmt: skip
@@ -307,6 +325,9 @@ class ExperimentConfig(Section):
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def _validate(self) -> None:
+        self._require(0 <= self.seed < SEED_RANGE, "seed", "in [0, 2**32)")
 
     def to_flat(self) -> dict[str, Any]:
         """Flat dotted-key dict (tuples stay tuples; ``from_flat(to_flat())`` round-trips)."""

@@ -4,17 +4,25 @@ The machinery behind :mod:`comet_model.config`: every section dataclass derives 
 :class:`Section`, whose ``__post_init__`` checks each field against its annotation (ints are
 accepted for floats, lists for tuples, ``None`` only for optional fields, bools never for ints)
 and then runs the section's ``_validate``. Errors are :class:`ConfigError` naming the dotted key.
+
+Numbers are checked here once for every key: a float must be finite and within float32's range
+(every tensor is float32, so ``1e300`` would be ``inf`` in the first product), an int within
+int64's range. The ranges of each key (``> 0``, ``in (0, 1)``, ...) are the sections' own.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 import types
 import typing
 from dataclasses import fields
 from typing import Any, ClassVar, Literal
 
-__all__ = ["ConfigError", "Section", "coerce", "describe", "parse_text"]
+__all__ = ["FLOAT32_MAX", "ConfigError", "Section", "coerce", "describe", "parse_text"]
+
+FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 class ConfigError(ValueError):
@@ -40,13 +48,16 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return coerce(key, value, arg)
-            except ConfigError:
-                pass
+            except ConfigError as exc:
+                errors.append(exc)
+        if len(errors) == 1 and "expected" not in str(errors[0]):  # the right type, a bad value
+            raise errors[0]
         ok = False
     elif origin is Literal:
         ok = isinstance(value, str) and value in typing.get_args(tp)
@@ -62,17 +73,27 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     elif tp is int:
         ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
         if ok:
+            if not _INT64[0] <= int(value) <= _INT64[1]:
+                raise ConfigError(f"{key}: {value} overflows int64")
             return int(value)
     elif tp is float:
         ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
         if ok:
-            return float(value)
+            return _finite(key, float(value))
     elif tp is str:
         ok = isinstance(value, str)
     else:  # pragma: no cover - schema error, not user error
         raise TypeError(f"unsupported config annotation {tp!r} for {key}")
     if not ok:
         raise ConfigError(f"{key}: expected {describe(tp)}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _finite(key: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+    if abs(value) > FLOAT32_MAX:
+        raise ConfigError(f"{key}: {value!r} overflows float32 (largest {FLOAT32_MAX:.4g})")
     return value
 
 

@@ -12,17 +12,21 @@ provenance: code, data, devices, libraries) and ``manifest.json`` (the same, per
 with a dagger; a sweep whose runs came from different code commits or data is refused unless
 ``--allow-mixed``, which marks the cells that mix them with a double dagger
 (:mod:`reports.provenance`). Progress goes to stderr.
+
+Every problem (a bad flag, unusable results, an ``--out`` that is a file or cannot be written)
+is one line ``error: ...`` on stderr and exit status 2, found before anything is written.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -47,9 +51,37 @@ def _progress(text: str) -> None:
     print(f"[report] {text}", file=sys.stderr, flush=True)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad flags: one line naming the problem, exit status 2 (reports may not import
+    comet_model, whose ``_cli.OneLineParser`` this mirrors)."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def check_out(out: Path) -> None:
+    """ReportError unless ``out`` is a writable folder or can be created (nothing is created;
+    the same rule as ``comet_model._cli.check_output_dir``, which reports may not import)."""
+    probe = out
+    while not probe.exists() and probe.parent != probe:
+        if probe.is_symlink():
+            raise ReportError(f"--out {out}: {probe} is a broken symbolic link")
+        probe = probe.parent
+    if not probe.is_dir():
+        what = "is a file" if probe == out else f"{probe} is a file"
+        raise ReportError(f"--out {out}: {what}, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        inside = "" if probe == out else f" (in {probe})"
+        raise ReportError(f"--out {out}: cannot write there{inside}: {exc.strerror}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``reports/build.py`` (console script ``comet-report``)."""
-    p = argparse.ArgumentParser(
+    p = _OneLineParser(
         prog="reports/build.py",
         description="Build tables, figures and index.html from COMET sweep records.",
         epilog=EPILOG,
@@ -213,8 +245,7 @@ def build(
     from reports.sections import plan_sweep, slug
 
     t0 = time.perf_counter()
-    if out.exists() and not out.is_dir():
-        raise ReportError(f"{out}: --out names a file, not a folder")
+    check_out(out)
     metrics, runs = _load(results)
     sweeps = sorted(set(metrics["sweep"]) | set(runs["sweep"]))
     partial = partial_reasons(metrics, runs)

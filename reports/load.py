@@ -41,6 +41,8 @@ def load_results(results: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     results = Path(results)
     if not results.exists():
         raise ResultsError(f"{results}: results folder does not exist")
+    if not results.is_dir():
+        raise ResultsError(f"{results}: is a file, expected a results folder")
     dirs = _experiment_dirs(results)
     if not dirs:
         raise ResultsError(f"{results}: no sweep records found (expected */records/)")

@@ -62,7 +62,7 @@ def test_smoke_run_writes_metrics_and_prints_table(
 def test_default_preset_is_full_comet_and_comet_false_is_plain_dcid() -> None:
     from argparse import Namespace
 
-    base = {"preset": "default", "stages": None, "seed": None, "threads": None}
+    base = {"preset": "default", "stages": None, "seed": None, "threads": None, "plan": None}
     cfg = make_config(Namespace(**base, overrides=[]))
     assert cfg.comet and cfg.method == "dcid"
     assert cfg.data.stages == ("video-text", "audio-text", "image-text")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -143,3 +144,18 @@ def test_stage_modalities() -> None:
 def test_unknown_preset() -> None:
     with pytest.raises(ConfigError, match="preset"):
         preset("huge")
+
+
+def test_every_number_key_refuses_non_finite_and_out_of_type_range_values() -> None:
+    """One check for every float key (finite, within float32) and int key (within int64)."""
+    flat = ExperimentConfig().to_flat()
+    floats = [k for k, v in flat.items() if isinstance(v, float)] + ["replay.tau"]
+    ints = [k for k, v in flat.items() if isinstance(v, int) and not isinstance(v, bool)]
+    assert "ewc.lam" in floats and "model.dim" in ints
+    for key in floats:
+        for bad in (float("inf"), float("-inf"), float("nan"), 1e39, -1e300):
+            with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: "):
+                ExperimentConfig.from_flat({key: bad})
+    for key in ints:
+        with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: .*int64"):
+            ExperimentConfig.from_flat({key: 2**63})

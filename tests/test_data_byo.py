@@ -265,10 +265,47 @@ def test_cli_check_bad_input_one_line_exit_2(
 
 
 def test_stage_count_reads_only_the_plan_file(plan_dir: Path) -> None:
+    from comet_model.config import DataConfig
     from comet_model.data.plan import plan_stage_names, stage_count
 
     (plan_dir / "vt_train.npz").unlink()  # no feature file is read
-    assert plan_stage_names(plan_dir / "plan.toml") == ("vt", "at")
-    assert stage_count("plan", str(plan_dir / "plan.toml"), ("a-t", "b-t", "c-t")) == 2
+    plan, default = str(plan_dir / "plan.toml"), DataConfig().stages
+    assert plan_stage_names(plan) == ("vt", "at") and plan_stage_names(plan, ["at"]) == ("at",)
+    assert stage_count("plan", plan, default) == 2  # the default: every stage of the plan
+    assert stage_count("plan", plan, ("at",)) == 1  # a selection
     assert stage_count("digits", "", ("a-t", "b-t", "c-t")) == 3
     assert stage_count("plan", str(plan_dir / "absent.toml"), ("a-t", "b-t", "c-t")) == 3
+
+
+def test_a_selection_of_stages_keeps_each_stage_and_its_split(plan_dir: Path) -> None:
+    full = load_plan(plan_dir / "plan.toml")
+    picked = load_plan(plan_dir / "plan.toml", stages=["at", "vt"])
+    assert [s.name for s in picked.stages] == ["at", "vt"]
+    for name in ("at", "vt"):
+        a = next(s for s in full.stages if s.name == name)
+        b = next(s for s in picked.stages if s.name == name)
+        for m in a.modalities:  # the seeded train/val split does not depend on the selection
+            assert torch.equal(a.val.features[m], b.val.features[m])
+    for bad, why in ((["vt", "vt"], "twice"), (["xt"], "no stage named 'xt'"), ([], "no stage")):
+        with pytest.raises(DataError, match=why):
+            load_plan(plan_dir / "plan.toml", stages=bad)
+
+
+def test_resolve_stages_refuses_the_one_selection_data_stages_cannot_express(
+    tmp_path: Path,
+) -> None:
+    """data.stages left at its default means every stage of a plan; selecting exactly the
+    default's names from a plan with further stages would silently train them all."""
+    from comet_model.config import DataConfig
+    from comet_model.data.plan import plan_selection, resolve_stages
+
+    default = DataConfig().stages
+    blocks = [f'[[stages]]\nname = "{n}"\nmodalities = ["{n.split("-")[0]}", "text"]\n'
+              f'train = "x.npz"\n' for n in (*default, "speech-text")]  # fmt: skip
+    (tmp_path / "plan.toml").write_text("\n".join(blocks))
+    plan = tmp_path / "plan.toml"
+    assert resolve_stages(plan, None) == (*default, "speech-text")
+    assert resolve_stages(plan, ["speech-text", "video-text"]) == ("speech-text", "video-text")
+    assert plan_selection(default) is None and plan_selection(["video-text"]) == ("video-text",)
+    with pytest.raises(DataError, match="cannot be told apart"):
+        resolve_stages(plan, list(default))

@@ -108,3 +108,34 @@ def test_summary_orders_variants_by_number() -> None:
     names = ["experts=10", "experts=2", "experts=1", "ewc.lam=1e3", "DCID"]
     assert sorted(names, key=natural_key)[:3] == ["DCID", "ewc.lam=1e3", "experts=1"]
     assert sorted(names, key=natural_key)[3:] == ["experts=2", "experts=10"]
+
+
+def test_resumed_progress_counts_the_runs_already_complete(tmp_path, capsys) -> None:
+    """Tune hands a resumed sweep the pickled callback of its first start: ``restart`` (called
+    from the callback's ``setup``) takes the count from the records and restarts the clock."""
+    import pickle
+    import time
+
+    from ablations.progress import Progress, RunKeys
+    from ablations.records import write_run
+    from comet_model.config import preset
+
+    keys = RunKeys(preset("smoke").to_flat(), {"a": {"moe.num_experts": 1}, "b": {}}, {})
+    done = {"arm": "a", "seed": 0}
+    write_run(tmp_path, sweep="s", run_key=keys(done), seed=0, trial_id="t1", axes={},
+              status="complete", stages_done=3, num_stages=3, config={})  # fmt: skip
+    first = Progress(4, 3, tmp_path, keys, start=time.perf_counter() - 3600)  # an hour ago
+    progress = pickle.loads(pickle.dumps(first))
+    progress.restart()
+    err = capsys.readouterr().err
+    assert err.startswith("[1/4 runs,   0.0 min] resuming: 1 of 4 runs already complete"), err
+
+    class Trial:
+        def __init__(self, config):
+            self.config = config
+
+    progress.finished(Trial(done), ok=True)  # relaunched after it had finished: not twice
+    progress.finished(Trial({"arm": "b", "seed": 0}), ok=False)
+    progress.finished(Trial({"arm": "b", "seed": 1}), ok=True)
+    counts = [line.split(" runs")[0] for line in capsys.readouterr().err.splitlines()]
+    assert counts == ["[1/4", "[2/4", "[3/4"]

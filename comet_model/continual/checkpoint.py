@@ -17,6 +17,7 @@ resizes itself to the saved number of codes. Files are written atomically (tempo
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -105,8 +106,16 @@ def save(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint (tensors on CPU; ``weights_only=True``: no custom objects)."""
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    """Read a checkpoint (tensors on CPU; ``weights_only=True``: no custom objects); a file
+    that is not one (damaged, a folder, unreadable) raises ValueError in one line."""
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message suggests weights_only=False: unsafe
+        raise ValueError(f"{path}: unreadable checkpoint (damaged, or not ours)") from None
+    except Exception as exc:  # RuntimeError, EOFError, OSError, ...
+        first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:200]
+        reason = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {first}"
+        raise ValueError(f"{path}: unreadable checkpoint ({reason})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path}: not a COMET checkpoint of format {FORMAT}")
     return state

@@ -117,12 +117,15 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def build_benchmark(cfg: ExperimentConfig) -> Benchmark:
-    """The benchmark of ``cfg.data`` (stage order ``cfg.data.stages``)."""
+    """The benchmark of ``cfg.data`` (stage order ``cfg.data.stages``; with a plan, the plan's
+    stages that ``data.stages`` selects, every one when it is left at its default)."""
     from comet_model.data import make_benchmark
+    from comet_model.data.plan import plan_selection
 
     d = cfg.data
     if d.source == "plan":
-        return make_benchmark("plan", plan_file=d.plan_file, streaming=d.streaming)
+        return make_benchmark("plan", plan_file=d.plan_file, streaming=d.streaming,
+                              stages=plan_selection(d.stages))  # fmt: skip
     kw: dict[str, Any] = {
         "stages": d.stages, "seed": d.seed, "steps": d.steps,
         "train_sequences": d.train_sequences, "val_sequences": d.val_sequences,
@@ -356,7 +359,10 @@ def run_continual(
         torch.set_num_threads(cfg.train.threads)
     dev = torch.device(device)
     path = None if out_dir is None else Path(out_dir) / CHECKPOINT
-    state = ckpt.load(path) if path is not None and path.exists() else None
+    try:
+        state = ckpt.load(path) if path is not None and path.exists() else None
+    except ValueError as exc:  # damaged or not a checkpoint: the run cannot resume from it
+        raise ResumeError(f"{exc}; delete it or use another out_dir") from None
     if benchmark is None and cfg.data.source != "plan":
         names = list(cfg.data.stages)
     else:

@@ -21,8 +21,8 @@ SOURCES: tuple[str, ...] = ("digits", "plan", "synthetic")
 def make_benchmark(source: str, **kwargs: Any) -> Benchmark:
     """Build a benchmark from ``source``: "digits" (:func:`digits_benchmark` keyword arguments),
     "plan" (``path=`` or ``plan_file=`` a stage plan file, optional ``streaming=`` "auto", "on"
-    or "off", see :func:`load_plan`) or "synthetic" (:func:`synthetic_benchmark` keyword
-    arguments)."""
+    or "off" and ``stages=`` a selection of the plan's stages, see :func:`load_plan`) or
+    "synthetic" (:func:`synthetic_benchmark` keyword arguments)."""
     if source == "digits":
         return digits_benchmark(**kwargs)
     if source == "synthetic":
@@ -30,11 +30,12 @@ def make_benchmark(source: str, **kwargs: Any) -> Benchmark:
     if source == "plan":
         path = kwargs.pop("path", None) or kwargs.pop("plan_file", None)
         streaming = kwargs.pop("streaming", "auto")
+        stages = kwargs.pop("stages", None)
         if kwargs:
             raise TypeError(f"make_benchmark('plan'): unexpected arguments {sorted(kwargs)}")
         if not path:
             raise DataError("plan: no stage plan file given (path=...)")
-        return load_plan(path, streaming=streaming)
+        return load_plan(path, streaming=streaming, stages=stages)
     raise DataError(f"unknown data source '{source}' (known: {', '.join(SOURCES)})")
 
 

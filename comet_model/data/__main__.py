@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from comet_model._cli import OneLineParser, UsageError, check_output_dir, check_output_file
 
 from .types import DataError
 
@@ -27,27 +28,8 @@ def _default_raw() -> Path:
     return Path(__file__).resolve().parents[3] / "shared" / "data" / "digits"
 
 
-class _Parser(argparse.ArgumentParser):
-    """Bad flags: one line naming the problem, exit status 2 (no usage dump)."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(EXIT_BAD_INPUT, f"error: {message} (see --help)\n")
-
-
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _check_writable(out: Path) -> None:
-    """Fail before the build, not after it, when ``out`` cannot be written."""
-    if out.is_dir():
-        raise DataError(f"{out}: is a folder, expected a file name")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out.parent):
-            pass
-    except OSError as exc:
-        raise DataError(f"{out}: cannot write there ({exc.strerror or exc})") from None
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -58,7 +40,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_bank_path()
     if not raw.is_dir():
         raise DataError(f"{raw}: raw data folder not found (pass --raw DIR)")
-    _check_writable(out)
+    check_output_file(out, "--out")  # before the build, not after it
     t0 = time.perf_counter()
     arrays = build_bank(raw, progress=_stderr)
     data = bank_bytes(arrays)
@@ -68,11 +50,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .plan import load_plan
+    from .plan import check_plan
     from .tasks import head_tasks
 
     t0 = time.perf_counter()
-    bench = load_plan(args.plan, streaming=args.streaming)
+    bench = check_plan(args.plan, streaming=args.streaming)
     print(f"{args.plan}: ok, {len(bench.stages)} stage(s), mediator {bench.stages[0].mediator}")
     for st in bench.stages:
         print(
@@ -96,10 +78,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from .cmg_import import import_cmg
+    from .cmg_import import check_options, import_cmg
     from .import_cli import fresh_start, options_from_args, summary_lines
 
     opts = options_from_args(args)
+    check_options(opts)  # before --fresh deletes anything
+    check_output_dir(opts.out, "--out")
     if args.fresh:
         fresh_start(opts)
     t0 = time.perf_counter()
@@ -125,12 +109,12 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser (subcommands build, check, probe)."""
-    parser = _Parser(
+    parser = OneLineParser(
         prog="python -m comet_model.data",
         description="Digits-world feature bank and bring-your-own stage plans.",
     )
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+        dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser
     )
     b = sub.add_parser(
         "build",
@@ -181,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except DataError as exc:
+    except (DataError, UsageError) as exc:
         _stderr(f"error: {exc}")
     except OSError as exc:
         _stderr(f"error: {exc.filename or '-'}: {exc.strerror or exc}")

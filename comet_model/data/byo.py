@@ -19,7 +19,6 @@ problem raises :class:`DataError` with one line naming the file and the problem.
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -28,8 +27,17 @@ import torch
 from torch import Tensor
 
 from . import streaming as _streaming
-from .streaming import H5Rows, check_finite, nonfinite, release
-from .types import DataError, FeatureArray, Sequences
+from .files import (
+    FEATURE_SUFFIXES,
+    check_fits_memory,
+    file_shapes,
+    read_h5,
+    read_npz,
+    shapes_bytes,
+    suffix,
+)
+from .streaming import H5Rows, check_finite, release, value_problem
+from .types import MAX_CLASSES, DataError, FeatureArray, Sequences
 
 __all__ = [
     "FEATURE_SUFFIXES",
@@ -40,86 +48,14 @@ __all__ = [
 ]
 Parts = list["np.ndarray | None"]  # item rows of each part (sorted), None = every item
 
-FEATURE_SUFFIXES = (".npz", ".h5", ".hdf5")
 _RESERVED = ("labels_", "mask_", "meta_", "_")
-
-
-def _suffix(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix not in FEATURE_SUFFIXES:
-        raise DataError(f"{path}: unknown file type (expected {', '.join(FEATURE_SUFFIXES)})")
-    return suffix
-
-
-def _npz(path: Path) -> dict[str, np.ndarray]:
-    if not zipfile.is_zipfile(path):
-        raise DataError(f"{path}: unreadable .npz (not a zip archive)")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: np.asarray(npz[k]) for k in npz.files}
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-            raise DataError(f"{path}: holds object arrays (not supported)") from None
-        raise DataError(f"{path}: unreadable .npz ({exc})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: unreadable .npz ({exc})") from None
-
-
-def _h5_shapes(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shape and dtype of every top-level dataset of an HDF5 file (nothing read)."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            return {k: (v.shape, v.dtype) for k, v in f.items() if isinstance(v, h5py.Dataset)}
-    except (OSError, ValueError, TypeError) as exc:
-        raise DataError(f"{path}: unreadable HDF5 ({exc})") from None
-
-
-def _h5_read(path: Path, names: list[str]) -> dict[str, np.ndarray]:
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            return {k: np.asarray(f[k][()]) for k in names}
-    except (OSError, ValueError, TypeError) as exc:
-        raise DataError(f"{path}: unreadable HDF5 ({exc})") from None
-
-
-def _npz_shapes(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shape and dtype of every array of an .npz from the .npy headers (nothing read)."""
-    if not zipfile.is_zipfile(path):
-        raise DataError(f"{path}: unreadable .npz (not a zip archive)")
-    out = {}
-    try:
-        with zipfile.ZipFile(path) as zf:
-            for name in zf.namelist():
-                with zf.open(name) as fp:
-                    version = np.lib.format.read_magic(fp)
-                    if version == (1, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
-                    elif version == (2, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
-                    else:  # a rare header version: read the array for its shape
-                        arr = np.load(fp, allow_pickle=False)
-                        shape, dtype = arr.shape, arr.dtype
-                out[name.removesuffix(".npy")] = (tuple(shape), np.dtype(dtype))
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: unreadable .npz ({exc})") from None
-    return out
-
-
-def _shapes(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    return _npz_shapes(path) if _suffix(path) == ".npz" else _h5_shapes(path)
 
 
 def feature_bytes(path: str | os.PathLike[str], modalities: tuple[str, ...] | None = None) -> int:
     """Bytes that the feature arrays of a file (``modalities`` or all) take as float32."""
-    shapes = _shapes(Path(path))
+    shapes = file_shapes(path)
     keys = _feature_keys(shapes) if modalities is None else [m for m in modalities if m in shapes]
-    return sum(4 * int(np.prod(shapes[k][0])) for k in keys)
+    return shapes_bytes(shapes, keys, itemsize=4)
 
 
 def _feature_keys(names: Mapping[str, object]) -> list[str]:
@@ -140,9 +76,10 @@ def _check_feature_dtype(path: Path, name: str, dtype: np.dtype, shape: tuple[in
 
 
 def _as_features(path: Path, name: str, x: np.ndarray) -> Tensor:
-    t = torch.from_numpy(x.astype(np.float32, copy=False))
-    check_finite(t, str(path), name)
-    return t
+    problem = value_problem(x)  # before the float32 conversion, which would hide an overflow
+    if problem is not None:
+        raise DataError(f"{path}: '{name}' {problem}")
+    return torch.from_numpy(x.astype(np.float32, copy=False))
 
 
 def _h5_features(path: Path, name: str, parts: Parts) -> list[Tensor]:
@@ -162,15 +99,16 @@ def _h5_features(path: Path, name: str, parts: Parts) -> list[Tensor]:
             for a in range(0, n, step):
                 b = min(n, a + step)
                 ds.read_direct(buf, np.s_[a:b], np.s_[0 : b - a])
-                if nonfinite(buf[: b - a]):
-                    raise DataError(f"{path}: '{name}' contains NaN or Inf")
+                problem = value_problem(buf[: b - a])
+                if problem is not None:
+                    raise DataError(f"{path}: '{name}' {problem}")
                 for r, out in zip(rows, outs, strict=True):
                     lo, hi = np.searchsorted(r, (a, b))
                     out[lo:hi] = buf[r[lo:hi] - a]
-    except (OSError, ValueError, TypeError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(f"{path}: unreadable HDF5 ({exc})") from None
+    except DataError:
+        raise
+    except Exception as exc:  # a damaged chunk, a failing filter, ...
+        raise DataError(f"{path}: unreadable HDF5 ({' '.join(str(exc).split())})") from None
     return [torch.from_numpy(o) for o in outs]
 
 
@@ -185,6 +123,8 @@ def _labels(path: Path, name: str, y: np.ndarray, n: int, t: int) -> Tensor:
     if y.ndim == 3:
         if y.shape[:2] != (n, t) or y.shape[2] < 1:
             raise DataError(f"{path}: '{name}' has shape {y.shape}, expected ({n}, {t}, C)")
+        if y.shape[2] > MAX_CLASSES:
+            raise DataError(f"{path}: '{name}' has {y.shape[2]} classes, at most {MAX_CLASSES}")
         if y.dtype.kind == "b":
             return torch.from_numpy(y.copy())
         if y.dtype.kind in "iuf" and np.isin(y, (0, 1)).all():
@@ -198,6 +138,11 @@ def _labels(path: Path, name: str, y: np.ndarray, n: int, t: int) -> Tensor:
         )
     if y.size and y.min() < -1:
         raise DataError(f"{path}: '{name}' has values below -1")
+    if y.size and int(y.max()) >= MAX_CLASSES:  # e.g. uint32 2**32 - 1 meant as "unknown"
+        raise DataError(
+            f"{path}: '{name}' has the value {int(y.max())}, beyond {MAX_CLASSES - 1} (the "
+            "largest class id); unknown steps are -1"
+        )
     return torch.from_numpy(y.astype(np.int64))
 
 
@@ -209,6 +154,29 @@ def _mask(path: Path, name: str, k: np.ndarray, n: int, t: int) -> Tensor:
     if k.dtype.kind in "iuf" and np.isin(k, (0, 1)).all():
         return torch.from_numpy(k.astype(bool))
     raise DataError(f"{path}: '{name}' must be bool or 0/1 values (dtype {k.dtype})")
+
+
+def _check_memory(
+    path: Path,
+    shapes: Mapping[str, tuple[tuple[int, ...], np.dtype]],
+    features: tuple[str, ...],
+    side: list[str],
+    npz: bool,
+    streaming: bool,
+    split: bool,
+) -> None:
+    """Refuse a read whose arrays would not fit in the available memory (before reading)."""
+    need = shapes_bytes(shapes, side) + shapes_bytes(shapes, side, itemsize=8)  # labels: int64
+    if npz:  # the file's arrays, their float32 copies, and the parts' rows
+        need += shapes_bytes(shapes, features)
+        need += shapes_bytes(shapes, features, itemsize=4) * (2 if split else 1)
+        hint = " (an HDF5 file with data.streaming=on is read from disk instead)"
+    elif not streaming:
+        need += shapes_bytes(shapes, features, itemsize=4) + _streaming.CHUNK_BYTES
+        hint = " (data.streaming=on reads it from disk instead)"
+    else:
+        hint = ""
+    check_fits_memory(str(path), need, hint)
 
 
 def _common_shape(path: Path, shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, int]:
@@ -267,7 +235,7 @@ def read_parts(
     rows, or None for all; or a function of the file's N giving them), in one pass over the
     file: a train/val split of a file loaded into memory never holds the file twice."""
     path = Path(path)
-    shapes = _shapes(path)
+    shapes = file_shapes(path)
     feature_keys = _feature_keys(shapes)
     if modalities is None:
         modalities = tuple(feature_keys)
@@ -282,14 +250,16 @@ def read_parts(
     if callable(parts):
         parts = parts(n)
     side = [k for k in shapes if k == "labels" or k.startswith(("labels_", "mask_"))]
-    if _suffix(path) == ".npz":
-        arrays = _npz(path)
+    npz = suffix(path) == ".npz"
+    _check_memory(path, shapes, modalities, side, npz, streaming, split=parts != [None])
+    if npz:
+        arrays = read_npz(path, [*modalities, *side])
         full = {m: _as_features(path, m, arrays[m]) for m in modalities}
         cols = {
             m: [x if p is None else x[torch.from_numpy(p)] for p in parts] for m, x in full.items()
         }
     else:
-        arrays = _h5_read(path, side)
+        arrays = read_h5(path, side)
         read = _stream_features if streaming else _h5_features
         cols = {m: read(path, m, parts) for m in modalities}
     labels = None if "labels" not in arrays else _labels(path, "labels", arrays["labels"], n, t)
@@ -329,7 +299,7 @@ def write_sequences(path: str | os.PathLike[str], seqs: Sequences) -> None:
 
 
 def _write_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    if _suffix(path) == ".npz":
+    if suffix(path) == ".npz":
         np.savez(path, **arrays)
     else:
         import h5py

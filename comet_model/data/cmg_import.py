@@ -34,7 +34,7 @@ from . import cmg_sources as src
 from .h5_writer import Column, FileReport, ItemFile, Skip, write_items
 from .types import DataError
 
-__all__ = ["ImportOptions", "ImportReport", "import_cmg", "plan_path"]
+__all__ = ["ImportOptions", "ImportReport", "check_options", "import_cmg", "plan_path"]
 
 MODALITIES = ("video", "audio", "text")
 _FORMAT = 1  # bump when the written layout changes (part of every fingerprint)
@@ -83,7 +83,8 @@ def stage_name(mods: tuple[str, ...]) -> str:
     return "-".join(mods)
 
 
-def _check(opts: ImportOptions) -> None:
+def check_options(opts: ImportOptions) -> None:
+    """Raise :class:`DataError` on a bad flag combination or a missing input folder."""
     used = {m for st in opts.stages for m in st}
     for st in opts.stages:
         if len(st) < 2 or len(set(st)) != len(st) or not set(st) <= set(MODALITIES):
@@ -387,7 +388,7 @@ def _skipped_tsv(out: Path, reports: list[FileReport]) -> Path:
 
 def import_cmg(opts: ImportOptions, progress: Callable[[str], None] | None = None) -> ImportReport:
     """Convert CMG's containers into ``opts.out`` (resuming a previous run), write the plan."""
-    _check(opts)
+    check_options(opts)
     opts.out.mkdir(parents=True, exist_ok=True)
     ids, cats = _clips(opts)
     text_of, text_what = {}, "none (no stage has text)"

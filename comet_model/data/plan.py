@@ -34,26 +34,33 @@ Format (paths relative to the plan file; the full description is in FORMAT.md)::
     [downstream.ave_avvp]     # needed when the two label spaces differ
     shared = [[3, 7], [9, 2]] # (AVE class, AVVP class) pairs of the classes they share
 
-``load_plan(path, streaming=...)``: "auto" keeps the HDF5 feature arrays on disk when the plan's
-feature arrays would take more than half the available memory as float32, "on" always, "off"
-never. Every problem raises :class:`DataError` with one line naming the file and the problem.
+``load_plan(path, streaming=..., stages=...)``: "auto" keeps the HDF5 feature arrays on disk when
+the plan's feature arrays would take more than half the available memory as float32, "on"
+always, "off" never; what stays in memory must fit in the memory available. ``stages`` selects
+or reorders the plan's stages by name (default: all, in the plan's order); a stage without a
+val file gets the same train/val split whichever stages are selected. Every problem raises
+:class:`DataError` with one line naming the file and the problem.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from comet_model.config import DataConfig
+
 from .byo import feature_bytes, read_parts, read_sequences
 from .digits import find_mediator
+from .files import check_fits_memory, file_shapes
 from .plan_labels import (
     TASKS,
     check_downstream_labels,
+    check_plan_space,
     plan_classes,
     shared_classes,
     task_classes,
@@ -61,7 +68,16 @@ from .plan_labels import (
 from .streaming import should_stream
 from .types import Benchmark, DataError, DownstreamSets, Sequences, StageData, TaskClasses
 
-__all__ = ["DOWNSTREAM_KEYS", "Streaming", "load_plan", "plan_stage_names", "stage_count"]
+__all__ = [
+    "DOWNSTREAM_KEYS",
+    "Streaming",
+    "check_plan",
+    "load_plan",
+    "plan_selection",
+    "plan_stage_names",
+    "resolve_stages",
+    "stage_count",
+]
 
 Streaming = Literal["auto", "on", "off"]
 DOWNSTREAM_KEYS: tuple[str, ...] = ("ave_train", "ave_test", "avvp_train", "avvp_test", "retrieval")
@@ -79,6 +95,7 @@ _PLAN_KEYS = {
     "meta",
 }
 _STAGE_KEYS = {"name", "modalities", "train", "val"}
+_DEFAULT_STAGES = DataConfig().stages  # data.stages left at this: every stage of the plan
 
 
 @dataclass(frozen=True)
@@ -94,7 +111,9 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _read_plan(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a plan file")
+    if not path.exists():
         raise DataError(f"{path}: plan file not found")
     suffix = path.suffix.lower()
     if suffix == ".toml":
@@ -110,8 +129,14 @@ def _read_plan(path: Path) -> dict[str, Any]:
     else:
         raise DataError(f"{path}: unknown plan type (expected .toml, .yaml or .yml)")
     try:
-        plan = parse(path.read_text(encoding="utf-8"))
-    except (*errors, UnicodeDecodeError, OSError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the plan ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: unreadable plan (not UTF-8 text)") from None
+    try:
+        plan = parse(text)
+    except (*errors, ValueError, TypeError) as exc:
         raise DataError(f"{path}: unreadable plan ({_one_line(exc)})") from None
     if not isinstance(plan, dict):
         raise DataError(f"{path}: the plan must be a table/mapping at the top level")
@@ -148,8 +173,12 @@ def _stage_specs(plan: dict[str, Any], path: Path) -> list[_StageSpec]:
         if bad:
             raise DataError(f"{where}: '{bad[0]}' is a reserved name, not a modality")
         name = st.get("name", "-".join(mods))
-        if not isinstance(name, str):
-            raise DataError(f"{where}: 'name' must be a string")
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise DataError(f"{where}: 'name' must be a non-empty string without outer spaces")
+        if "," in name:
+            raise DataError(f"{where}: 'name' {name!r} has a comma (--stages is a comma list)")
+        if any(s.name == name for s in specs):
+            raise DataError(f"{where}: the name {name!r} is taken by an earlier stage")
         train = _file(path, where, st.get("train"), "'train'")
         val = None if "val" not in st else _file(path, where, st["val"], "'val'")
         specs.append(_StageSpec(name, tuple(mods), train, val))
@@ -176,16 +205,24 @@ def _downstream_files(plan: dict[str, Any], path: Path) -> dict[str, Path] | Non
 
 
 def _use_streaming(
-    streaming: Streaming | bool, stages: list[_StageSpec], files: dict[str, Path] | None
+    streaming: Streaming | bool, stages: list[_StageSpec], files: dict[str, Path] | None, plan: Path
 ) -> bool:
-    if isinstance(streaming, bool) or streaming in ("on", "off"):
-        return streaming is True or streaming == "on"
-    if streaming != "auto":
+    """Whether HDF5 features stream; refuses a plan whose resident features (``.npz`` files,
+    and HDF5 files read into memory) do not fit in the memory available. Reads headers only."""
+    if not isinstance(streaming, bool) and streaming not in ("auto", "on", "off"):
         raise DataError(f"streaming: expected 'auto', 'on' or 'off', got {streaming!r}")
-    total = sum(feature_bytes(s.train, s.modalities) for s in stages)
-    total += sum(feature_bytes(s.val, s.modalities) for s in stages if s.val is not None)
-    total += sum(feature_bytes(p) for p in dict.fromkeys((files or {}).values()))
-    return should_stream(total)
+    reads = [(s.train, s.modalities) for s in stages]
+    reads += [(s.val, s.modalities) for s in stages if s.val is not None]
+    reads += [(p, None) for p in (files or {}).values()]  # each set is read on its own
+    sizes = [(p, feature_bytes(p, mods)) for p, mods in reads]
+    if isinstance(streaming, bool) or streaming != "auto":
+        stream = streaming is True or streaming == "on"
+    else:
+        stream = should_stream(sum(b for _, b in sizes))
+    resident = sum(b for p, b in sizes if not stream or p.suffix.lower() == ".npz")
+    hint = "" if stream else " (data.streaming=on reads HDF5 features from disk instead)"
+    check_fits_memory(f"{plan}: the plan's features as float32", resident, hint)
+    return stream
 
 
 class _Dims:
@@ -203,10 +240,22 @@ class _Dims:
             self.dims.setdefault(m, (d, file))
 
 
+def _split_orders(specs: list[_StageSpec], seed: int) -> dict[str, np.ndarray]:
+    """The seeded item order of every stage without a val file, drawn in the plan's order from
+    the headers alone: a stage's train/val split does not depend on which stages are selected."""
+    rng, out = np.random.default_rng(seed), {}
+    for spec in specs:
+        if spec.val is None:
+            shapes = file_shapes(spec.train)
+            n = shapes[spec.modalities[0]][0][0] if spec.modalities[0] in shapes else 0
+            out[spec.name] = rng.permutation(n) if n >= 2 else np.arange(n)
+    return out
+
+
 def _read_stage(
-    spec: _StageSpec, dims: _Dims, fraction: float, rng: np.random.Generator, stream: bool
+    spec: _StageSpec, dims: _Dims, fraction: float, order: np.ndarray | None, stream: bool
 ) -> tuple[Sequences, Sequences]:
-    if spec.val is None:  # a seeded share of the train file's items becomes val
+    if order is not None:  # a seeded share of the train file's items becomes val
 
         def split(n: int) -> list[np.ndarray | None]:
             if n < 2:
@@ -214,8 +263,7 @@ def _read_stage(
                     f"{spec.train}: {n} item(s), need at least 2 to split off a val set"
                 )
             k = min(n - 1, max(1, round(fraction * n)))
-            perm = rng.permutation(n)
-            return [np.sort(perm[k:]), np.sort(perm[:k])]
+            return [np.sort(order[k:]), np.sort(order[:k])]
 
         train, val = read_parts(spec.train, spec.modalities, split, streaming=stream)
         dims.check(train, spec.train)
@@ -240,50 +288,104 @@ def _meta(plan: dict[str, Any], path: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.items()}
 
 
-def plan_stage_names(path: str | os.PathLike[str]) -> tuple[str, ...]:
-    """The stage names of a plan, in order, from the plan file alone (no feature file read)."""
+def _select(specs: list[_StageSpec], stages: Sequence[str] | None, path: Path) -> list[_StageSpec]:
+    """The stages ``stages`` names, in that order (None: all, in the plan's order)."""
+    if stages is None:
+        return specs
+    by_name = {s.name: s for s in specs}
+    if not stages:
+        raise DataError(f"{path}: no stage selected")
+    for i, name in enumerate(stages):
+        if name not in by_name:
+            raise DataError(f"{path}: no stage named {name!r} (the plan's stages: "
+                            f"{', '.join(by_name)})")  # fmt: skip
+        if name in stages[:i]:
+            raise DataError(f"{path}: stage {name!r} selected twice")
+    return [by_name[name] for name in stages]
+
+
+def plan_selection(stages: Sequence[str]) -> tuple[str, ...] | None:
+    """``data.stages`` as a selection of a plan's stages: None (every stage, in the plan's
+    order) when it is the config's default, which names the digits world's stages."""
+    return None if tuple(stages) == _DEFAULT_STAGES else tuple(stages)
+
+
+def plan_stage_names(
+    path: str | os.PathLike[str], stages: Sequence[str] | None = None
+) -> tuple[str, ...]:
+    """The names of the plan's stages that ``stages`` selects (None: all), in training order,
+    from the plan file alone (no feature file read); DataError on a name the plan lacks."""
     path = Path(path)
-    return tuple(s.name for s in _stage_specs(_read_plan(path), path))
+    return tuple(s.name for s in _select(_stage_specs(_read_plan(path), path), stages, path))
+
+
+def resolve_stages(path: str | os.PathLike[str], stages: Sequence[str] | None) -> tuple[str, ...]:
+    """``data.stages`` for a run of the plan at ``path``: the stages ``stages`` selects (None:
+    all), checked against the plan. Refuses the one selection that ``data.stages`` cannot
+    express: the config's default names when the plan has further stages."""
+    names = plan_stage_names(path, stages)
+    if plan_selection(names) is None and names != plan_stage_names(path):
+        raise DataError(
+            f"{path}: selecting exactly the stages {', '.join(names)} cannot be told apart from "
+            "data.stages' default (every stage of the plan); rename a stage in the plan"
+        )
+    return names
 
 
 def stage_count(source: str, plan_file: str, stages: Sequence[str]) -> int:
-    """Stages a run of ``data.source`` will train: a plan's own (from its file), else
-    ``data.stages``, also when the plan cannot be read (the run itself reports that)."""
+    """Stages a run of ``data.source`` will train: those of a plan that ``data.stages`` selects
+    (every one when it is left at its default), else ``data.stages``; also ``data.stages``
+    when the plan cannot be read (the run itself reports that)."""
     if source == "plan":
         try:
-            return len(plan_stage_names(plan_file))
+            return len(plan_stage_names(plan_file, plan_selection(stages)))
         except DataError:
             pass
     return len(stages)
 
 
-def load_plan(path: str | os.PathLike[str], streaming: Streaming | bool = "auto") -> Benchmark:
-    """Load and validate a stage plan and all its files into a :class:`Benchmark`."""
-    path = Path(path)
-    plan = _read_plan(path)
-    seed, fraction = plan.get("seed", 0), plan.get("val_fraction", 0.1)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise DataError(f"{path}: 'seed' must be an integer")
-    if not isinstance(fraction, int | float) or not 0 < fraction < 1:
-        raise DataError(f"{path}: 'val_fraction' must be a number in (0, 1)")
-    specs = _stage_specs(plan, path)
-    files = _downstream_files(plan, path)
-    meta = _meta(plan, path)
-    stream = _use_streaming(streaming, specs, files)
-    dims, rng = _Dims(), np.random.default_rng(seed)
-    pairs = [_read_stage(s, dims, float(fraction), rng, stream) for s in specs]
-
+def _mediator(plan: dict[str, Any], path: Path, specs: list[_StageSpec]) -> str | None:
     mediator = plan.get("mediator")
     stage_mods = [s.modalities for s in specs]
     if mediator is None:
-        mediator = find_mediator(stage_mods)
-    elif not isinstance(mediator, str) or not all(mediator in m for m in stage_mods):
+        return find_mediator(stage_mods)
+    if not isinstance(mediator, str) or not all(mediator in m for m in stage_mods):
         raise DataError(f"{path}: mediator {mediator!r} is not a modality of every stage")
+    return mediator
 
-    downstream, classes = None, task_classes(plan.get("downstream"), path)
+
+def load_plan(
+    path: str | os.PathLike[str],
+    streaming: Streaming | bool = "auto",
+    stages: Sequence[str] | None = None,
+) -> Benchmark:
+    """Load and validate a stage plan and all its files into a :class:`Benchmark` (only the
+    stages ``stages`` names, in that order; None: every stage). The plan's own keys and every
+    file's header are checked before any feature array is read."""
+    path = Path(path)
+    plan = _read_plan(path)
+    seed, fraction = plan.get("seed", 0), plan.get("val_fraction", 0.1)
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise DataError(f"{path}: 'seed' must be an integer in [0, 2**32)")
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
+        raise DataError(f"{path}: 'val_fraction' must be a number in (0, 1)")
+    all_specs = _stage_specs(plan, path)
+    specs = _select(all_specs, stages, path)
+    files = _downstream_files(plan, path)
+    meta = _meta(plan, path)
+    mediator = _mediator(plan, path, specs)
+    classes = task_classes(plan.get("downstream"), path)
+    check_plan_space(plan, path, downstream=files is not None)
+    stream = _use_streaming(streaming, specs, files, path)
+    dims, orders = _Dims(), _split_orders(all_specs, seed)
+    pairs = [_read_stage(s, dims, float(fraction), orders.get(s.name), stream) for s in specs]
+
+    downstream = None
     sets = {k: read_sequences(p, streaming=stream) for k, p in (files or {}).items()}
     for k, seqs in sets.items():
         dims.check(seqs, (files or {})[k])
+    if files is not None:
+        check_downstream_labels(sets, files)  # labelled at all, before the label spaces
     num_classes, background, names = plan_classes(plan, path, pairs, sets, classes)
     if files is not None:
         spaces = {t: classes.get(t, TaskClasses(num_classes, background, names)) for t in TASKS}
@@ -303,3 +405,20 @@ def load_plan(path: str | os.PathLike[str], streaming: Streaming | bool = "auto"
         meta=meta,
         streamed=stream,
     )
+
+
+def check_plan(
+    path: str | os.PathLike[str],
+    streaming: Streaming | bool = "auto",
+    stages: Sequence[str] | None = None,
+) -> Benchmark:
+    """Every check :func:`load_plan` makes for a run with ``streaming``, holding as little as it
+    can: the memory such a run would need is compared with what is available, and HDF5
+    features are then scanned from disk in chunks whatever ``streaming`` says. ``streamed`` of
+    the result is what the run would do. (``python -m comet_model.data check`` and the sweep
+    driver, before any trial starts.)"""
+    path = Path(path)
+    plan = _read_plan(path)
+    specs = _select(_stage_specs(plan, path), stages, path)
+    stream = _use_streaming(streaming, specs, _downstream_files(plan, path), path)
+    return replace(load_plan(path, streaming="on", stages=stages), streamed=stream)

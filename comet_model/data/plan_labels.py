@@ -16,9 +16,16 @@ from typing import Any
 
 from torch import Tensor
 
-from .types import DataError, Sequences, TaskClasses
+from .types import MAX_CLASSES, DataError, Sequences, TaskClasses
 
-__all__ = ["TASKS", "check_downstream_labels", "plan_classes", "shared_classes", "task_classes"]
+__all__ = [
+    "TASKS",
+    "check_downstream_labels",
+    "check_plan_space",
+    "plan_classes",
+    "shared_classes",
+    "task_classes",
+]
 
 TASKS: dict[str, tuple[str, str]] = {
     "ave": ("ave_train", "ave_test"),
@@ -35,7 +42,9 @@ def _space(table: Mapping[str, Any], where: str, default_classes: int) -> TaskCl
     """num_classes / background_class / class_names of a plan or task table."""
     num = table.get("num_classes", default_classes)
     if not _is_int(num) or num < 0:
-        raise DataError(f"{where}: 'num_classes' must be a non-negative integer")
+        raise DataError(f"{where}: 'num_classes' must be a non-negative integer, got {num!r}")
+    if num > MAX_CLASSES:
+        raise DataError(f"{where}: 'num_classes' is {num}, at most {MAX_CLASSES}")
     bg = table.get("background_class")
     if bg is not None and (not _is_int(bg) or not 0 <= bg < num):
         raise DataError(f"{where}: 'background_class' must be an integer below num_classes")
@@ -58,9 +67,20 @@ def task_classes(table: Any, path: Path) -> dict[str, TaskClasses]:
         if unknown:
             raise DataError(f"{where}: unknown key '{sorted(unknown)[0]}'")
         out[task] = _space(sub, where, 0)
-        if out[task].num_classes < 1:
-            raise DataError(f"{where}: 'num_classes' must be at least 1")
+        if out[task].num_classes < 2:
+            raise DataError(f"{where}: 'num_classes' must be at least 2")
     return out
+
+
+def check_plan_space(plan: Mapping[str, Any], path: Path, *, downstream: bool) -> None:
+    """The plan's own ``num_classes`` / ``background_class`` / ``class_names``, when given,
+    before any file is read (the downstream tasks need at least two classes)."""
+    if "num_classes" not in plan:
+        return
+    space = _space(plan, str(path), 0)
+    if downstream and space.num_classes < 2:
+        raise DataError(f"{path}: 'num_classes' is {space.num_classes}, the downstream tasks "
+                        "need at least 2")  # fmt: skip
 
 
 def _all_labels(seqs: Sequences) -> list[Tensor]:
@@ -95,6 +115,12 @@ def plan_classes(
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None
     space = _space(plan, str(path), max(top, width or 0))
+    uses = sets and any(t not in own for t in TASKS)  # a downstream task uses this space
+    if uses and space.num_classes < 2:
+        found = " (no labelled step in the files)" if top == 0 else f" (largest label {top - 1})"
+        found = "" if "num_classes" in plan else found
+        raise DataError(f"{path}: {space.num_classes} class(es){found}, the downstream tasks "
+                        "need at least 2")  # fmt: skip
     if space.num_classes < top:
         raise DataError(f"{path}: 'num_classes' {space.num_classes!r} but labels reach {top - 1}")
     if width is not None and width != space.num_classes:
@@ -105,19 +131,26 @@ def plan_classes(
 
 
 def check_downstream_labels(
-    sets: Mapping[str, Sequences], files: Mapping[str, Path], spaces: Mapping[str, TaskClasses]
+    sets: Mapping[str, Sequences],
+    files: Mapping[str, Path],
+    spaces: Mapping[str, TaskClasses] | None = None,
 ) -> None:
-    """Every AVE / AVVP set is labelled within its task's label space (AVE: one class a step)."""
+    """Every AVE / AVVP set is labelled, with at least one labelled step, for each modality
+    (AVE: one class a step), within its task's label space (unless ``spaces`` is None)."""
     for task, keys in TASKS.items():
-        space = spaces[task]
+        space = None if spaces is None else spaces[task]
         for k in keys:
             seqs, file = sets[k], files[k]
             for m in seqs.modalities:
                 y = seqs.labels_for(m)
                 if y is None:
                     raise DataError(f"{file}: {k} needs labels (none for '{m}')")
+                if not bool((y >= 0).any() if y.ndim == 2 else y.any()):
+                    raise DataError(f"{file}: {k} has no labelled step for '{m}' (all unknown)")
                 if task == "ave" and y.ndim != 2:
                     raise DataError(f"{file}: {k} needs one class per step, [N, T] integers")
+                if space is None:
+                    continue
                 if y.ndim == 3 and y.shape[2] != space.num_classes:
                     raise DataError(
                         f"{file}: multi-hot labels of '{m}' have {y.shape[2]} "

@@ -37,9 +37,11 @@ __all__ = [
     "check_finite",
     "nonfinite",
     "release",
+    "release_changed",
     "row_chunks",
     "rows_per_chunk",
     "should_stream",
+    "value_problem",
 ]
 
 CHUNK_BYTES = 1 << 26  # 64 MiB of float32 per chunk when scanning or quantising a whole array
@@ -69,9 +71,25 @@ def _dataset(path: str, name: str, stamp: tuple[int, int, int] | None = None) ->
 
         if cached is not None and cached[1].id.valid:
             cached[1].close()
-        # no chunk cache: every read is a whole chunk (one item), read straight into our buffer
-        cached = _FILES[key] = (now, h5py.File(path, "r", rdcc_nbytes=0))
+        try:  # no chunk cache: every read is a whole chunk (one item), read into our buffer
+            cached = _FILES[key] = (now, h5py.File(path, "r", rdcc_nbytes=0))
+        except OSError as exc:
+            _FILES.pop(key, None)
+            raise DataError(f"{path}: unreadable HDF5 ({' '.join(str(exc).split())})") from None
     return cached[1][name]
+
+
+def release_changed(path: str | os.PathLike[str]) -> None:
+    """Close this process's cached handle of ``path`` if the file changed since it was opened:
+    HDF5 would hand a new open of the same file that stale handle, unchecked."""
+    key = (str(Path(path)), os.getpid())
+    cached = _FILES.get(key)
+    try:
+        changed = cached is not None and cached[0] != _stamp(key[0])
+    except OSError:
+        changed = True
+    if changed:
+        release(path)
 
 
 def release(path: str | os.PathLike[str] | None = None) -> None:
@@ -175,9 +193,26 @@ def nonfinite(raw: np.ndarray) -> bool:
     return bool(((bits & _UINT[size](_EXPONENT[size])) == _EXPONENT[size]).any())
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def value_problem(raw: np.ndarray) -> str | None:
+    """What makes the float array ``raw`` unusable as float32 features: NaN or Inf, or (float64)
+    a finite value beyond float32's range, which would become Inf; None when nothing does."""
+    if nonfinite(raw):
+        return "contains NaN or Inf"
+    if raw.dtype.itemsize > 4 and raw.size:
+        top = float(np.abs(raw).max())
+        if top > _FLOAT32_MAX:
+            return f"holds {top:.4g}, which overflows float32 (largest {_FLOAT32_MAX:.4g})"
+    return None
+
+
 def check_finite(x: Tensor | H5Rows, source: str, name: str) -> None:
-    """Raise :class:`DataError` ``"<source>: '<name>' contains NaN or Inf"`` if it does;
-    an :class:`H5Rows` is scanned from its file in chunks of about ``CHUNK_BYTES``."""
+    """Raise :class:`DataError` ``"<source>: '<name>' contains NaN or Inf"`` if it does (or
+    holds float64 values beyond float32's range); an :class:`H5Rows` is scanned from its file
+    in chunks of about ``CHUNK_BYTES``."""
+    problem = None
     if isinstance(x, Tensor):  # by row chunks: torch.isfinite makes full-size temporaries
         bad = any(
             not bool(torch.isfinite(c).all()) for c in x.split(rows_per_chunk(x, len(x) or 1))
@@ -191,13 +226,15 @@ def check_finite(x: Tensor | H5Rows, source: str, name: str) -> None:
             for start in range(0, len(x), step):
                 n = min(step, len(x) - start)
                 ds.read_direct(buf, np.s_[start : start + n], np.s_[0:n])
-                if nonfinite(buf[:n]):
-                    bad = True
+                problem = value_problem(buf[:n])
+                if problem is not None:
                     break
         else:
             bad = any(not bool(torch.isfinite(c).all()) for c in x.chunks(step))
     if bad:
-        raise DataError(f"{source}: '{name}' contains NaN or Inf")
+        problem = "contains NaN or Inf"
+    if problem is not None:
+        raise DataError(f"{source}: '{name}' {problem}")
 
 
 def _cgroup_free() -> int | None:

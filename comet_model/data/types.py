@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 FeatureArray = Any  # a float32 Tensor [N, T, d] or a row source such as streaming.H5Rows
+MAX_CLASSES = 1 << 16  # largest label space of a task (AVE 29, AVVP 26, ImageNet-21k 21843)
 
 
 class DataError(ValueError):
