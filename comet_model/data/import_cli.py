@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .._cli import positive_int
 from .cmg_import import ImportOptions, ImportReport, plan_path, stage_name
 from .types import DataError
 
@@ -40,16 +41,6 @@ def _map(text: str) -> tuple[int, int, int]:
     if min(h, w, c) < 1:
         raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
     return h, w, c
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def add_import_parser(sub: Any) -> argparse.ArgumentParser:
@@ -90,13 +81,13 @@ def add_import_parser(sub: Any) -> argparse.ArgumentParser:
         help="local Hugging Face BERT-style model folder for the "
         "prompt tokens (needs transformers; default: the built-in hashed n-gram stand-in)",
     )
-    a("--text-dim", type=_positive, default=768, help="width of the stand-in (default 768)")
+    a("--text-dim", type=positive_int, default=768, help="width of the stand-in (default 768)")
     a("--video-map", type=_map, default=(7, 7, 512), help="pool5 map HxWxC (default 7x7x512)")
     a("--avvp-test-fraction", type=float, default=0.5, help="AVVP clips held out (0.5)")
     a("--val-fraction", type=float, default=0.05, help="plan's val share per stage (0.05)")
     a("--ave-categories", type=_path, help="AVE class names (default AVE_DIR/categories.txt)")
     a("--ave-avvp-categories", type=_path, help="CMG's AVE_AVVP_Categories.txt (optional)")
-    a("--limit", type=_positive, help="only the first N pretraining clips (a quick try)")
+    a("--limit", type=positive_int, help="only the first N pretraining clips (a quick try)")
     a("--fresh", action="store_true", help="delete this import's outputs in OUT first")
     return p
 
