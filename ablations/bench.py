@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config key of every trial (repeatable)")
     add("--baseline", default=throughput.BASELINE_REF,
         help=f"git revision the throughput section compares with ({throughput.BASELINE_REF})")
+    add("--cmg-float64", action="store_true",
+        help="cmg section: also time float64, the original's dtype (minutes a step)")
     add("--study-storage", default="",
         help="study section: the storage of a finished ablations/study.py run (its study.json)")
     # fmt: on

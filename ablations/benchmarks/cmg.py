@@ -148,6 +148,8 @@ def section_cmg(args: argparse.Namespace, repeats: int) -> None:
     threads = torch.get_num_threads()
     rows, medians = [], {}
     for name, dtype, precision in PRECISIONS:
+        if dtype == "float64" and not args.cmg_float64:
+            continue
         progress(f"cmg: {name}: 1 warm-up + {repeats} steps (minutes each at full size)")
         times = avt_step_times(dtype=getattr(torch, dtype), repeats=repeats, warmup=1,
                                overrides={"train.precision": precision})  # fmt: skip
