@@ -1,6 +1,6 @@
 """Performance benchmark: ``python ablations/bench.py [--sections step,trial,...] [--repeats N]``.
 
-Sections (default: all, in this order):
+Sections (default: all but ``streaming``, in this order):
 
 - ``step``: one training step at ``--step-presets`` (default and paper) at 1 thread and at all
   threads: its time, its FLOPs (FlopCounterMode: matmul,
@@ -22,6 +22,10 @@ Sections (default: all, in this order):
   in float32 and float64 at all threads, against the original's float64 step (dcid_reference
   5.3: 222.8 s median on this 2-core machine at 2 threads; the original code is not run here).
 - ``cmg_modules``: forward + backward of each CMG video module alone at those shapes (float32).
+- ``streaming``: a stage file larger than half this machine's memory (12.5 GB of float16 pool5
+  maps, written to a scratch folder) read from disk against the in-memory path on a small file:
+  steps per second and peak resident memory (``ablations/benchmarks/streaming.py``; not run
+  unless named).
 - ``gpu``: with CUDA only: step time at the paper preset on the GPU and trials per hour of 1, 2
   and 4 trials packed on one GPU (``--gpus-per-trial`` 1, 0.5, 0.25 through the harness).
 
@@ -38,7 +42,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from ablations.benchmarks import cmg, gpu, step, sweep, throughput, trial
+from ablations.benchmarks import cmg, gpu, step, streaming, sweep, throughput, trial
 from ablations.benchmarks.common import BenchError, overrides, print_machine, section
 from comet_model._cli import OneLineParser, positive_int
 
@@ -54,7 +58,10 @@ SECTIONS: dict[str, tuple[Callable[[argparse.Namespace, int], None], str, int]] 
     "cmg": (cmg.section_cmg, "DCID step at the original's audio-video-text shapes", 3),
     "cmg_modules": (cmg.section_cmg_modules, "CMG video modules alone (float32)", 3),
     "gpu": (gpu.section_gpu, "GPU step time and trials packed per GPU", 20),
+    "streaming": (streaming.section_streaming, "a stage file larger than half the memory", 3),
 }
+#: What runs without --sections: all but streaming (it writes a 12.5 GB scratch file).
+DEFAULT_SECTIONS = tuple(name for name in SECTIONS if name != "streaming")
 
 
 def _names(allowed: Sequence[str], what: str) -> Callable[[str], tuple[str, ...]]:
@@ -84,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     reps = ", ".join(f"{k} {v[2]}" for k, v in SECTIONS.items())
     add = p.add_argument
     # fmt: off
-    add("--sections", type=_names(tuple(SECTIONS), "section"), default=tuple(SECTIONS),
-        help=f"comma list of {','.join(SECTIONS)} (default: all)")
+    add("--sections", type=_names(tuple(SECTIONS), "section"), default=DEFAULT_SECTIONS,
+        help=f"comma list of {','.join(SECTIONS)} (default: all but streaming)")
     add("--repeats", type=positive_int, default=None,
         help=f"repeats of every figure (default per section: {reps})")
     add("--preset", choices=presets, default="default",

@@ -242,7 +242,8 @@ def streaming_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     return {"runs": runs, "sizes": sizes, "ratios": pairs}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m ablations.benchmarks.streaming``."""
     p = argparse.ArgumentParser(
         prog="python -m ablations.benchmarks.streaming", description=__doc__.split("\n\n")[0]
     )
@@ -264,7 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--streaming", default="auto", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark (or, with the internal ``--child``, one measurement)."""
+    args = main_parser().parse_args(argv)
     if args.child is not None:
         keys = ("batch", "steps", "warmup", "cmg_width", "threads", "streaming")
         print(json.dumps(measure(args.child, **{k: getattr(args, k) for k in keys})))
@@ -275,3 +281,10 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def section_streaming(args: argparse.Namespace, repeats: int) -> None:
+    """Section ``streaming`` of ``ablations/bench.py``: this benchmark at its defaults (a
+    12.5 GB streamed file), with ``repeats`` runs of each kind."""
+    options = main_parser().parse_args(["--repeats", str(repeats)])
+    streaming_benchmark(options)
