@@ -150,8 +150,9 @@ def sweep_summary(sweep: str, runs: pd.DataFrame) -> dict:
         "mixed": o.describe() if o.mixed else "",
         "code": code,
         "data": data,
-        "devices": _distinct(runs, {"device": "device", "threads": "threads",
-                                    "precision": "precision"}),  # fmt: skip
+        "devices": _distinct(
+            runs, {"device": "device", "threads": "threads", "precision": "precision"}
+        ),  # fmt: skip
         "libraries": _distinct(runs, dict(LIBRARIES)),
     }
 

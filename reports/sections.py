@@ -60,6 +60,7 @@ class SweepPlan:
     retrieval: list[tuple[str, str, bool]] = field(default_factory=list)  # (a, b, mean recorded)
     titles: dict[str, str] = field(default_factory=dict)  # variant -> table row label
     references: dict[str, str] = field(default_factory=dict)  # variant -> its reference row
+    controls: dict[str, tuple[str, ...]] = field(default_factory=dict)  # variant -> control rows
     legends: dict[str, str] = field(default_factory=dict)  # variant -> what its label means
 
     @property
@@ -74,11 +75,14 @@ class SweepPlan:
 
     def deltas(self) -> list[tuple[str, str, str]]:
         """``(variant, reference, label)`` of every variant whose grid names a reference row
-        present in the sweep: the paired differences to show."""
+        present in the sweep, then of every variant against its control rows: the paired
+        differences to show."""
         t = self.titles
+        pairs = list(self.references.items())
+        pairs += [(v, c) for v, cs in self.controls.items() for c in cs]
         return [
             (v, r, f"{t.get(v, v)} - {t.get(r, r)}")
-            for v, r in self.references.items()
+            for v, r in pairs
             if v in self.variants and r in self.variants
         ]
 
@@ -164,6 +168,7 @@ def plan_sweep(sweep: str, m: pd.DataFrame) -> SweepPlan:
     plan = SweepPlan(sweep, kind, ordered_variants(m, fixed), unseen_pair(m), report_stages(m))
     plan.titles = {a.label: a.row for a in arms}
     plan.references = {a.label: a.against for a in arms if a.against}
+    plan.controls = {a.label: a.controls for a in arms if a.controls}
     plan.legends = {a.label: a.legend for a in arms if a.legend}
     if kind in ("ablation", "methods"):
         plan.retrieval = retrieval_pairs(m)

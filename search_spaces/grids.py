@@ -21,7 +21,7 @@ The keys are checked against the config's flat keys before anything runs (``chec
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from search_spaces.axes import by_column
 
@@ -52,6 +52,7 @@ class Arm:
     title: str = ""  # the row label of tables (default: the label)
     extra: bool = False  # ours or a control, not a row of the paper: shown as an extra row
     legend: str = ""  # what the label means, for the table notes (extra rows)
+    controls: tuple[str, ...] = ()  # control rows it is also compared with (paired, in reports)
 
     @property
     def row(self) -> str:
@@ -168,14 +169,15 @@ _DCID_PROTECT = Arm("DCID+protect", _DCID | {"codebook.protect_old": "on"},
 def methods() -> list[Arm]:
     """Paper Table 1 (its row order): TURN, CMCM and DCID, then each with COMET; then the
     controls for what "+COMET" brings besides its named parts (the Cross-CPC module TURN and
-    CMCM lack, the old-code protection) and our extension."""
+    CMCM lack, the old-code protection), each "+COMET" row also compared with its control, and
+    our extension."""
     rows = [
         Arm(n, b, f"Method: {b['method']}. Off: COMET, Cross-CPC.") for n, b in _BASELINES.items()
     ]
     rows.append(_DCID_ARM)
-    rows += [Arm(f"{n}+COMET", b | {"comet": True}, f"Against: {n}. On: {COMET_PARTS}.")
-             for n, b in _BASELINES.items()]  # fmt: skip
-    rows.append(_DCID_COMET)
+    rows += [Arm(f"{n}+COMET", b | {"comet": True}, f"Against: {n}. On: {COMET_PARTS}.",
+                 controls=(f"{n}+CPC",)) for n, b in _BASELINES.items()]  # fmt: skip
+    rows.append(replace(_DCID_COMET, controls=("DCID+protect",)))
     rows += [
         Arm(f"{n}+CPC", b | {"loss.add_cpc": True}, f"Against: {n}. On: Cross-CPC.",
             f"{n}+CPC (control)", extra=True, legend=LEGENDS["CPC"])

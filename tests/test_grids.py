@@ -118,3 +118,17 @@ def test_presets_run_the_papers_comet() -> None:
         have = components(preset(name))
         assert have["COMET"] and have["MoE"] and have["EWC"] and have["PM"]
         assert not have["mEWC"] and not have["linear adapter"], name
+
+
+def test_controls_are_control_rows_of_the_same_grid_on_the_same_baseline() -> None:
+    seen = 0
+    for grid in GRIDS:
+        arms = {a.label: a for a in grid_arms(grid)}
+        for arm in arms.values():
+            for name in arm.controls:
+                control = arms[name]  # a KeyError names a control missing from the grid
+                assert control.extra and "control" in control.row, (grid, arm.label, name)
+                # same baseline: the difference isolates what the arm adds beyond the control
+                assert control.against == arm.against, (grid, arm.label, name)
+                seen += 1
+    assert seen >= 3  # TURN+COMET, CMCM+COMET, DCID+COMET in the methods grid

@@ -129,7 +129,7 @@ METHODS = {
     f"{m}{s}": {"method": m.lower(), "comet": bool(s), "num_experts": 6}
     for s in ("", "+COMET")
     for m in ("TURN", "DCID")
-}
+} | {"TURN+CPC": {"method": "turn", "comet": False, "num_experts": 6}}
 EXPERTS = {f"experts={n}": {"method": "dcid", "comet": True, "num_experts": n} for n in (1, 2, 4)}
 PMR = {
     f"w_K2={w:g},beta={b:g}": {"method": "dcid", "comet": True, "w_k2": w, "beta_pmr": b}
@@ -249,9 +249,16 @@ def test_table6_differences_carry_paired_t_interval(report) -> None:
 def test_table1_rows_and_comet_differences(report) -> None:
     _, _, w = report
     t1 = _table(w, "table1-meth")
-    assert t1.rows == ["TURN", "DCID", "TURN+COMET", "DCID+COMET"]  # paper order
+    assert t1.rows == ["TURN", "DCID", "TURN+COMET", "DCID+COMET", "TURN+CPC (control)"]
     delta = _table(w, "table1-meth-delta")
-    assert delta.rows == ["TURN+COMET - TURN", "DCID+COMET - DCID"]
+    # each "+COMET" row against its baseline, the control against its own, then "+COMET"
+    # against the control (what COMET adds beyond the Cross-CPC module it brings)
+    assert delta.rows == ["TURN+COMET - TURN", "DCID+COMET - DCID", "TURN+CPC (control) - TURN",
+                          "TURN+COMET - TURN+CPC (control)"]  # fmt: skip
+    c = _cell(delta, "TURN+COMET - TURN+CPC (control)", 3, "AVE V->A")
+    key = ("ave", "video->audio", "acc")
+    diffs = [value("TURN+COMET", s, 3, key) - value("TURN+CPC", s, 3, key) for s in (0, 1, 2)]
+    assert c["diff"] == pytest.approx(sum(diffs) / 3)
     avg = {v: [sum(value(v, s, 2, k) for k in UNSEEN) / 6 for s in (0, 1, 2)] for v in METHODS}
     d = [a - b for a, b in zip(avg["DCID+COMET"], avg["DCID"], strict=True)]
     mean, sd = _hand(d)
