@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from reports.load import load_results
@@ -212,3 +213,15 @@ def test_optuna_search_chooses_on_validation_and_confirms_on_new_seeds(tmp_path:
     for config in cr["config_json"]:
         assert all(json.loads(config)[k] == best_cfg[k] for k in searched)
     assert {"val", "test"} <= set(cm["split"])
+    # The report shows the confirmed configuration's test metrics over the confirmation seeds.
+    report = subprocess.run([sys.executable, str(ROOT / "reports" / "build.py"), "--results",
+                             str(storage), "--out", str(tmp_path / "report"), "--no-pdf"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert report.returncode == 0, report.stdout + report.stderr
+    confirmed = pd.read_csv(tmp_path / "report" / "tables" / f"search-{name}-confirmed.csv")
+    shown = confirmed[confirmed["task"] == "objective"].set_index("stage")
+    test = cm[(cm["split"] == "test") & (cm["task"] == "objective")]
+    assert len(shown) >= 1 and set(shown["n"]) == {2}
+    for stage, row in shown.iterrows():
+        assert row["mean"] == pytest.approx(test[test["stage"] == stage]["value"].mean())
+    assert "2 new seeds" in (tmp_path / "report" / "index.html").read_text()
