@@ -10,7 +10,8 @@ Runs, one after the other, the sweeps behind the README's results and then build
 
 Every sweep is an ordinary ``ablations/run.py`` sweep (same storage, names ``<grid>-<preset>``),
 so running the command again resumes where it stopped; the report is ``reports/build.py`` over
-the storage folder. Prints the wall time of each sweep and of the whole study.
+the storage folder. Prints the wall time of each sweep and of the whole study, and keeps them in
+``<storage>/study.json``, summed over the invocations of a resumed study.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     t0 = time.perf_counter()
     walls = []
+    record = _StudyRecord(args.storage / "study.json", args.preset) if not only else None
     for grid, seeds, sets, suffix in STUDY:
         if only and grid not in only:
             continue
@@ -82,20 +84,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         walls.append((f"{grid}{suffix}", time.perf_counter() - tick))
         print(f"study: {grid}{suffix} finished in {walls[-1][1] / 60:.1f} min (exit {status})",
               file=sys.stderr)  # fmt: skip
+        if record is not None:
+            record.add(*walls[-1])
         if status != 0:
             return status
     if not args.no_report:
+        tick = time.perf_counter()
         status = build.main(["--results", str(args.storage), "--out", str(args.out)])
         if status != 0:
             return status
+        if record is not None:
+            record.add("report", time.perf_counter() - tick)
     total = time.perf_counter() - t0
-    if not only:  # the whole study: its times for ablations/bench.py --sections study
-        record = {"when": time.strftime("%Y-%m-%d %H:%M"), "preset": args.preset,
-                  "total_s": total, "sweeps_s": dict(walls)}  # fmt: skip
-        atomic_write_text(args.storage / "study.json", json.dumps(record, indent=2) + "\n")
     print("study wall times: " + ", ".join(f"{n} {w / 60:.1f} min" for n, w in walls)
           + f"; total {total / 60:.1f} min")  # fmt: skip
+    if record is not None and record.invocations > 1:
+        print(f"study: {record.total_s / 60:.1f} min over {record.invocations} invocations "
+              f"(in {record.path})")  # fmt: skip
     return 0
+
+
+class _StudyRecord:
+    """``study.json``: the wall seconds of every step of the whole study, summed over the
+    invocations that ran it (a resume adds its time to the earlier runs'), written after every
+    step, for ``ablations/bench.py --sections study``. A step killed mid-way is not counted
+    (its runs' time is lost to the record, not to the results)."""
+
+    def __init__(self, path: Path, preset: str) -> None:
+        self.path = path
+        old = json.loads(path.read_text()) if path.is_file() else {}
+        same = old.get("preset") == preset and isinstance(old.get("sweeps_s"), dict)
+        self.steps: dict[str, float] = dict(old["sweeps_s"]) if same else {}
+        self.calls: dict[str, int] = dict(old.get("invocations_per_step", {})) if same else {}
+        self.preset = preset
+
+    @property
+    def total_s(self) -> float:
+        return sum(self.steps.values())
+
+    @property
+    def invocations(self) -> int:
+        return max(self.calls.values(), default=0)
+
+    def add(self, step: str, seconds: float) -> None:
+        self.steps[step] = self.steps.get(step, 0.0) + seconds
+        self.calls[step] = self.calls.get(step, 0) + 1
+        done = {"when": time.strftime("%Y-%m-%d %H:%M"), "preset": self.preset,
+                "total_s": self.total_s, "sweeps_s": self.steps,
+                "invocations_per_step": self.calls}  # fmt: skip
+        atomic_write_text(self.path, json.dumps(done, indent=2) + "\n")
 
 
 if __name__ == "__main__":

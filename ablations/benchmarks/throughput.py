@@ -101,9 +101,13 @@ def section_study(args: argparse.Namespace, repeats: int) -> None:
     record = Path(args.study_storage) / "study.json" if args.study_storage else None
     if record is not None and record.is_file():
         done = json.loads(record.read_text())
-        rows.append([f"measured study wall min ({done.get('when', '')})",
+        calls = done.get("invocations_per_step", {})
+        most = max(calls.values(), default=1)
+        over = f", over {most} invocations" if most > 1 else ""
+        rows.append([f"measured study wall min ({done.get('when', '')}{over})",
                      f"{done['total_s'] / 60.0:.1f}"])  # fmt: skip
-        rows += [[f"  {k}", f"{v / 60.0:.1f}"] for k, v in done.get("sweeps_s", {}).items()]
+        rows += [[f"  {k}" + (f" ({calls[k]} invocations)" if calls.get(k, 1) > 1 else ""),
+                  f"{v / 60.0:.1f}"] for k, v in done.get("sweeps_s", {}).items()]  # fmt: skip
     elif record is not None:
         rows.append(["measured study wall min", f"no {record}"])
     table(["what", "minutes"], rows)
