@@ -219,9 +219,11 @@ def test_optuna_search_chooses_on_validation_and_confirms_on_new_seeds(tmp_path:
                             cwd=tmp_path, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert report.returncode == 0, report.stdout + report.stderr
     confirmed = pd.read_csv(tmp_path / "report" / "tables" / f"search-{name}-confirmed.csv")
-    shown = confirmed[confirmed["task"] == "objective"].set_index("stage")
-    test = cm[(cm["split"] == "test") & (cm["task"] == "objective")]
+    shown = confirmed[(confirmed["task"] == "objective") & (confirmed["n"] > 0)]
+    shown = shown.set_index("stage")  # stage 1 has no unseen pair yet: no objective (n = 0)
+    test = cm[(cm["split"] == "test") & (cm["task"] == "objective") & cm["value"].notna()]
     assert len(shown) >= 1 and set(shown["n"]) == {2}
+    assert set(shown.index) == set(test["stage"])
     for stage, row in shown.iterrows():
         assert row["mean"] == pytest.approx(test[test["stage"] == stage]["value"].mean())
     assert "2 new seeds" in (tmp_path / "report" / "index.html").read_text()
