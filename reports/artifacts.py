@@ -97,9 +97,9 @@ def _curves(plan, m, w: Report) -> list:
     cols = sections.unseen_table_columns(plan, with_objective=True)
     frames = tables.seed_values(m, cols)
     firsts = m.drop_duplicates("variant").set_index("variant")
-    targets = [("objective", sections.OBJECTIVE, "objective")]
+    targets = [("objective", sections.OBJECTIVE, "test objective")]  # curves report test
     if plan.unseen:  # the Table-6 average of the unseen-pair metrics
-        targets.append(("unseen_avg", cols[-1], "unseen-pair Avg. (Table 6)"))
+        targets.append(("unseen_avg", cols[-1], "test unseen-pair Avg. (Table 6)"))
     for x, hue in plan.curves:
         for metric, col, ylabel in targets:
             recs = []
@@ -212,7 +212,8 @@ def search_sections(plan, m, r, w: Report, confirm=None, confirm_mixed=None) -> 
                               f"search-{sw}-importance", title))  # fmt: skip
     params = [p for p in search.SEARCHED if trials[p].map(search.is_number).all()]
     if params and len(trials) >= 2:
-        title = f"Search trials: objective vs searched parameters, sweep {plan.sweep}"
-        items.append(w.figure(plots.search_figure(trials, params),
-                              f"search-{sw}-params", title))  # fmt: skip
+        split = "validation" if set(m["split"]) == {"val"} else "test"  # what it chose on
+        title = f"Search trials: {split} objective vs searched parameters, sweep {plan.sweep}"
+        fig = plots.search_figure(trials, params, ylabel=f"{split} objective (final stage)")
+        items.append(w.figure(fig, f"search-{sw}-params", title))
     return items

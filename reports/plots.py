@@ -183,7 +183,9 @@ def importance_figure(importances: Mapping[str, float]) -> Figure:
 
 
 @styled
-def search_figure(data: pd.DataFrame, params: Sequence[str]) -> Figure:
+def search_figure(
+    data: pd.DataFrame, params: Sequence[str], ylabel: str = "objective (final stage)"
+) -> Figure:
     """Final-stage objective of every search trial against each searched parameter."""
     fig = Figure(figsize=(_width(len(params)), 2.2), layout="constrained")
     axes = fig.subplots(1, len(params), squeeze=False, sharey=True)[0]
@@ -192,7 +194,7 @@ def search_figure(data: pd.DataFrame, params: Sequence[str]) -> Figure:
         _scale_x(ax, data[p].astype(float).tolist())
         ax.set_xlabel(p)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("objective (final stage)")
+    axes[0].set_ylabel(ylabel)
     return fig
 
 

@@ -296,6 +296,11 @@ def test_every_figure_renders_png_and_svg(report) -> None:
         "search-opt-importance", "search-opt-params",
     }  # fmt: skip
     assert expected <= names
+    titles = {ref.name: ref.title for ref in w.refs if hasattr(ref, "png")}
+    # the split each figure shows is named: curves report test; the search figure shows what
+    # the search chose on (these records carry no split, so they read as test)
+    assert all(titles[n].startswith("test ") for n in names if n.startswith("curve-")), titles
+    assert titles["search-opt-params"].startswith("Search trials: test objective")
     for ref in (r for r in w.refs if hasattr(r, "png")):
         png, svg = out / ref.png, out / ref.svg
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 2000, ref.name

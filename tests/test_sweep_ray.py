@@ -226,4 +226,6 @@ def test_optuna_search_chooses_on_validation_and_confirms_on_new_seeds(tmp_path:
     assert set(shown.index) == set(test["stage"])
     for stage, row in shown.iterrows():
         assert row["mean"] == pytest.approx(test[test["stage"] == stage]["value"].mean())
-    assert "2 new seeds" in (tmp_path / "report" / "index.html").read_text()
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "2 new seeds" in page
+    assert "Search trials: validation objective vs searched parameters" in page
