@@ -23,20 +23,15 @@ from .types import DataError
 EXIT_BAD_INPUT = 2
 
 
-def _default_raw() -> Path:
-    # the raw recordings live beside the repository, in ../shared/data/digits
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "digits"
-
-
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from .bank import default_bank_path
-    from .build import bank_bytes, build_bank, write_atomic
+    from .build import bank_bytes, build_bank, default_raw, write_atomic
 
-    raw = Path(args.raw) if args.raw else _default_raw()
+    raw = Path(args.raw) if args.raw else default_raw()
     out = Path(args.out) if args.out else default_bank_path()
     if not raw.is_dir():
         raise DataError(f"{raw}: raw data folder not found (pass --raw DIR)")
@@ -124,7 +119,8 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--raw",
         metavar="DIR",
-        help="raw data folder (default: ../shared/data/digits beside the repository)",
+        help="raw data folder (default: the builder's folder beside the repository, "
+        "comet_model.data.build.default_raw)",
     )
     b.add_argument(
         "--out", metavar="FILE", help="bank file to write (default: the package's bank file)"

@@ -57,12 +57,19 @@ __all__ = [
     "BuildConfig",
     "bank_bytes",
     "build_bank",
+    "default_raw",
     "hashed_trigrams",
     "hog",
     "log_mel_chunks",
     "pca_fit",
     "write_atomic",
 ]
+
+
+def default_raw() -> Path:
+    """The raw recordings' folder when ``--raw`` is not given: ``shared/data/digits`` beside the
+    repository (the build's only source; nothing else reads it)."""
+    return Path(__file__).resolve().parents[4] / "shared" / "data" / "digits"
 
 
 def build_bank(
