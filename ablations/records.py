@@ -95,13 +95,16 @@ def write_run(
     wall_s: float = float("nan"),
     selected_on: str = "",
     provenance: Mapping[str, object] | None = None,
+    reused_from: str = "",
 ) -> Path:
     """Record a run's status (``complete`` or ``failed``) with its full resolved config and its
-    ``provenance`` (``reports.schema.PROVENANCE`` columns; missing ones are written null)."""
+    ``provenance`` (``reports.schema.PROVENANCE`` columns; missing ones are written null);
+    ``reused_from``: the donor sweep of a copied run (:mod:`ablations.reuse`)."""
     row = {"sweep": sweep, "run_key": run_key, "seed": seed, "trial_id": trial_id}
     row |= _axes_values(axes)
     row |= {"status": status, "stages_done": stages_done, "num_stages": num_stages}
     row |= {"error": error, "selected_on": selected_on, "wall_s": wall_s, "recorded_at": _now()}
+    row["reused_from"] = reused_from
     row["config_json"] = json.dumps(dict(config), sort_keys=True, default=str)
     unknown = set(provenance or {}) - set(PROVENANCE)
     if unknown:

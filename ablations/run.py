@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="resume a sweep whose recorded runs came from other code or data (warns)",
     )
     p.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="train every run, even one another sweep of --storage already finished with the "
+        "same config, seed, code and data (by default its records are copied)",
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help="print every run (arm, seed, run key, overrides) as JSON lines and stop",
@@ -214,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return dry_run(spec)
     res = Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent,
-                    args.address or None, args.max_failures)  # fmt: skip
+                    args.address or None, args.max_failures, reuse=not args.no_reuse)  # fmt: skip
     from ablations.summary import print_summary
 
     try:

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key in every sweep (repeatable)")  # fmt: skip
     p.add_argument("--only", default="", help="comma list of grids to run (default: all)")
     p.add_argument("--no-report", action="store_true", help="run the sweeps only")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="train every run (by default a run an earlier sweep of the study "
+                   "finished with the same config and seed is copied)")  # fmt: skip
     return p
 
 
@@ -59,7 +62,7 @@ def sweep_args(args: argparse.Namespace, grid: str, seeds: int, sets: Sequence[s
         argv += ["--max-concurrent", str(args.max_concurrent)]
     for item in (*sets, *args.set):
         argv += ["--set", item]
-    return argv
+    return argv + (["--no-reuse"] if args.no_reuse else [])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

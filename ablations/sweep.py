@@ -57,6 +57,7 @@ class Resources:
     max_concurrent: int | None = None
     address: str | None = None
     max_failures: int = 0
+    reuse: bool = True  # copy finished runs of the same key from other sweeps (ablations.reuse)
 
 
 @dataclass
@@ -221,6 +222,7 @@ def _tuner(spec: SweepSpec, res: Resources, exp_dir: Path, cluster: dict, progre
         tune.with_parameters(
             comet_trial, sweep=spec.name, root=str(exp_dir), preset=spec.preset, arms=spec.arms,
             base=spec.base, metric=spec.metric, gpu_fraction=gpus, provenance=provenance,
+            reuse=res.reuse,
         ),
         {"cpu": res.cpus_per_trial, "gpu": gpus},
     )  # fmt: skip

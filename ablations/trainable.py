@@ -22,6 +22,7 @@ from typing import Any
 
 from ablations.keys import axes_of, resolve_flat, run_key
 from ablations.records import write_run, write_stage_metrics
+from ablations.reuse import CHECKPOINT, Donor, copied_donor, copy_donor, find_donor
 
 RESERVED = ("arm", "seed")
 
@@ -117,8 +118,12 @@ def comet_trial(
     metric: str,
     gpu_fraction: float = 0.0,
     provenance: dict | None = None,
+    reuse: bool = True,
 ) -> None:
-    """Run one continual pipeline for ``config = {"arm": label, "seed": s, ...searched keys}``."""
+    """Run one continual pipeline for ``config = {"arm": label, "seed": s, ...searched keys}``.
+
+    ``reuse``: copy a finished run of the same key from another sweep of the storage instead of
+    training it (:mod:`ablations.reuse`)."""
     from ray import tune
 
     from comet_model.config import ExperimentConfig
@@ -144,9 +149,14 @@ def comet_trial(
             shutil.copy2(Path(d) / "checkpoint.pt", trial.work / "checkpoint.pt")
     num_stages = stage_count(cfg.data.source, cfg.data.plan_file, cfg.data.stages)  # plan's own
     start = time.perf_counter()
+    reporter = _reporter(trial, metric)
+    donor = _reuse(trial, num_stages) if reuse else None
     try:
-        result = run_continual(cfg, out_dir=trial.work, on_stage_end=_reporter(trial, metric),
+        result = run_continual(cfg, out_dir=trial.work, on_stage_end=reporter,
                                device=_device(gpu_fraction))  # fmt: skip
+        if result.resumed_from >= len(result.stages):  # finished before this call: a copied
+            for report in result.stages:  # donor, or a kill between checkpoint and records
+                reporter(report)  # (records are keyed: writing them again changes nothing)
     except Exception as exc:  # recorded, then re-raised so Tune marks the trial ERROR
         message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         trial.write_run(
@@ -157,4 +167,26 @@ def comet_trial(
             wall_s=time.perf_counter() - start,
         )
         raise
-    trial.write_run("complete", len(result.stages), num_stages, wall_s=time.perf_counter() - start)
+    trial.write_run("complete", len(result.stages), num_stages, wall_s=time.perf_counter() - start,
+                    reused_from=donor.sweep if donor is not None else "")  # fmt: skip
+
+
+def _reuse(trial: _Trial, num_stages: int) -> Donor | None:
+    """Copy the checkpoint of a finished run of this key from another sweep of the storage into
+    the trial's work folder (only when the work folder holds none); returns the donor (also the
+    one an earlier attempt of this trial copied)."""
+    import torch
+
+    from ablations.provenance import run_provenance
+
+    if (trial.work / CHECKPOINT).exists():
+        return copied_donor(trial.work)
+    threads = int(trial.flat.get("train.threads", 0) or 0)
+    if threads > 0:  # what run_continual sets, and the records of the donor hold
+        torch.set_num_threads(threads)
+    now = run_provenance(trial.provenance or {}, trial.flat, trial.device)
+    donor = find_donor(trial.root.parent, trial.root, str(trial.common["run_key"]), now,
+                       num_stages)  # fmt: skip
+    if donor is not None:
+        copy_donor(donor, trial.work)
+    return donor

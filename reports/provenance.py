@@ -147,6 +147,7 @@ def sweep_summary(sweep: str, runs: pd.DataFrame) -> dict:
         "sweep": sweep,
         "runs": int(len(runs)),
         "complete": int((runs["status"] == "complete").sum()),
+        "reused": reused_counts(runs),
         "mixed": o.describe() if o.mixed else "",
         "code": code,
         "data": data,
@@ -155,6 +156,14 @@ def sweep_summary(sweep: str, runs: pd.DataFrame) -> dict:
         ),  # fmt: skip
         "libraries": _distinct(runs, dict(LIBRARIES)),
     }
+
+
+def reused_counts(runs: pd.DataFrame) -> dict[str, int]:
+    """Donor sweep -> how many of ``runs`` were copied from it (``ablations.reuse``)."""
+    if "reused_from" not in runs:
+        return {}
+    donors = runs["reused_from"].dropna().astype(str)
+    return {str(k): int(n) for k, n in sorted(Counter(donors[donors != ""]).items())}
 
 
 def _entries(items: Iterable[dict], text) -> str:
@@ -189,6 +198,10 @@ def block_lines(summary: Mapping) -> list[str]:
         f"Device: {_entries(summary['devices'], _device)}",
         f"Libraries: {_entries(summary['libraries'], _libraries)}",
     ]
+    if summary.get("reused"):
+        donors = ", ".join(f"{n} from {s!r}" for s, n in summary["reused"].items())
+        lines.append(f"Reused: {donors} (runs of the same config, seed, code, data, device and "
+                     "threads, whose records were copied instead of retrained)")  # fmt: skip
     if summary["mixed"]:
         lines.append(f"Mixed: {summary['mixed']}")
     return lines

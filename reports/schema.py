@@ -97,6 +97,9 @@ RUNS_SCHEMA = pa.schema(
         ("selected_on", pa.string()),  # search trials: the metric the search chose on, else ""
         ("wall_s", pa.float64()),
         ("config_json", pa.string()),
+        # the sweep whose finished run of the same key this run copied (ablations.reuse), else
+        # "" (null in records from before the column: trained)
+        ("reused_from", pa.string()),
         *PROVENANCE.items(),
         ("recorded_at", pa.timestamp("ms", tz="UTC")),
     ],

@@ -229,3 +229,40 @@ def test_optuna_search_chooses_on_validation_and_confirms_on_new_seeds(tmp_path:
     page = (tmp_path / "report" / "index.html").read_text()
     assert "2 new seeds" in page
     assert "Search trials: validation objective vs searched parameters" in page
+
+
+def test_a_run_another_sweep_finished_is_copied_with_the_very_same_numbers(tmp_path) -> None:
+    """Sweep "second" copies the two runs of "first" (same keys: same grid, preset and seeds);
+    "retrained" (reuse off) trains them again: all three hold identical metrics, and only the
+    copies name their donor (records and report provenance)."""
+    from ablations.sweep import Resources, SweepSpec, run_sweep
+    from reports.provenance import block_lines, sweep_summary
+
+    arms = {"one": {"comet": True, "moe.num_experts": 1}, "two": {"comet": True}}
+    storage = tmp_path / "results"
+    os.environ.update({k: v for k, v in _env().items() if k.startswith("RAY_")})
+    import ray
+
+    try:
+        for name, reuse in (("first", True), ("second", True), ("retrained", False)):
+            spec = SweepSpec(name=name, preset="smoke", seeds=(0,), arms=arms)
+            res = Resources(cpus_per_trial=1, max_concurrent=2, reuse=reuse)
+            assert run_sweep(spec, res, storage).ok, name
+    finally:
+        ray.shutdown()
+    metrics, runs = load_results(storage)
+    idx = ["run_key", "stage", "split", "task", "pair", "metric"]
+    values = {s: g.set_index(idx)["value"].sort_index() for s, g in metrics.groupby("sweep")}
+    assert len(values["first"]) > 100 and values["first"].notna().sum() > 100
+    assert values["second"].equals(values["first"])  # copied
+    assert values["retrained"].equals(values["first"])  # trained again: a fixed seed is exact
+    donors = {s: set(g["reused_from"]) for s, g in runs.groupby("sweep")}
+    assert donors == {"first": {""}, "second": {"first"}, "retrained": {""}}
+    second = runs[runs["sweep"] == "second"]
+    assert set(second["variant"]) == {"one", "two"} and set(second["status"]) == {"complete"}
+    assert sweep_summary("second", second)["reused"] == {"first": 2}
+    assert any(line.startswith("Reused: 2 from 'first'") for line in
+               block_lines(sweep_summary("second", second)))  # fmt: skip
+    for key in second["run_key"]:
+        copied, donor = (storage / s / "work" / key / "checkpoint.pt" for s in ("second", "first"))
+        assert copied.read_bytes() == donor.read_bytes()
