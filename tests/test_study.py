@@ -78,3 +78,34 @@ def test_a_partial_study_leaves_the_record_alone_and_bad_grids_exit_2(
     assert study.main(["--storage", str(tmp_path), "--only", "nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "error: --only: unknown grid 'nope'"
+
+
+def test_no_reuse_reaches_every_sweep(tmp_path: Path, calls) -> None:
+    argv = ["--storage", str(tmp_path), "--out", str(tmp_path / "rep"), "--no-reuse"]
+    assert study.main(argv) == 0
+    sweeps = [a for a in calls if a[0] != "report"]
+    assert sweeps and all("--no-reuse" in a for a in sweeps)
+    calls.clear()
+    assert study.main(argv[:-1]) == 0
+    assert not any("--no-reuse" in a for a in calls)
+
+
+def test_the_copies_the_benchmark_counts_are_runs_of_an_earlier_sweep() -> None:
+    """Every study run an earlier sweep of the study holds is copied (same run key); the
+    methods grid's DCID, DCID+COMET and DCID+COMET+mEWC are the ablations grid's DCID, full and
+    COMET+mEWC, and the expert curve's default count is ``full`` (5 and 3 seeds)."""
+    from ablations.benchmarks.throughput import study_copies, study_trials
+    from ablations.keys import resolve_flat
+    from comet_model.config import preset
+    from search_spaces.grids import get_grid
+
+    flat = preset("default").to_flat()
+    resolved = {g: {a: resolve_flat(flat, o, 0) for a, o in get_grid(g).items()}
+                for g in ("ablations", "methods", "experts")}  # fmt: skip
+    same = {(g, a) for g in ("methods", "experts") for a, f in resolved[g].items()
+            if f in resolved["ablations"].values()}  # fmt: skip
+    assert same == {("methods", "DCID"), ("methods", "DCID+COMET"),
+                    ("methods", "DCID+COMET+mEWC"), ("experts", "experts=6")}  # fmt: skip
+    copies = study_copies("default")
+    assert copies == {"ablations": 0, "methods": 3 * 5, "experts": 1 * 3, "headline-overlap": 0}
+    assert sum(study_trials().values()) - sum(copies.values()) == 115

@@ -25,7 +25,7 @@ from pathlib import Path
 from ablations.benchmarks.common import BenchError, progress, stat, table
 from ablations.benchmarks.sweep import SWEEP_ARGS, SWEEP_TRIALS, run_sweep_command
 
-__all__ = ["BASELINE_REF", "section_study", "section_throughput", "study_trials"]
+__all__ = ["BASELINE_REF", "section_study", "section_throughput", "study_copies", "study_trials"]
 
 #: The code before the performance work of this round (the last commit before it).
 BASELINE_REF = "6c70361"
@@ -83,6 +83,28 @@ def study_trials() -> dict[str, int]:
     return {f"{g}{suffix}": len(grid_arms(g)) * seeds for g, seeds, _, suffix in STUDY}
 
 
+def study_copies(preset: str) -> dict[str, int]:
+    """Per sweep of the study at ``preset``, how many of its runs an earlier sweep of the study
+    already holds (same run key: copied, not trained, by ``ablations/reuse.py``)."""
+    from ablations.study import STUDY
+    from ablations.sweep import SweepSpec, planned_runs
+    from comet_model.config import parse_override
+    from comet_model.config import preset as get_preset
+    from search_spaces.grids import get_grid
+
+    seen: set[str] = set()
+    out = {}
+    cfg = get_preset(preset)
+    for grid, seeds, sets, suffix in STUDY:
+        base = dict(parse_override(item, cfg) for item in sets)
+        spec = SweepSpec(name=f"{grid}{suffix}", preset=preset, seeds=tuple(range(seeds)),
+                         arms=get_grid(grid), base=base)  # fmt: skip
+        keys = [str(r["run_key"]) for r in planned_runs(spec)]
+        out[spec.name] = sum(k in seen for k in keys)
+        seen |= set(keys)
+    return out
+
+
 def section_study(args: argparse.Namespace, repeats: int) -> None:
     """The study's trial count, projected wall time and (if recorded) measured wall time."""
     name = args.sweep_preset or args.preset
@@ -93,11 +115,16 @@ def section_study(args: argparse.Namespace, repeats: int) -> None:
         walls.append(run_sweep_command(name, args.overrides, 2).wall_s)
     per_trial = [w / SWEEP_TRIALS for w in walls]  # wall seconds per trial at 2 concurrent
     total = sum(counts.values())
+    copies = study_copies(name)
+    trained = total - sum(copies.values())
     print(
         f"ablations/study.py: {total} trials ({', '.join(f'{k} {v}' for k, v in counts.items())})"
-        f"; projected from a {SWEEP_TRIALS}-trial sweep at --max-concurrent 2, n={repeats}"
+        f", {total - trained} of them copied from an earlier sweep of the study "
+        f"({', '.join(f'{k} {v}' for k, v in copies.items() if v)}), {trained} trained; "
+        f"projected from a {SWEEP_TRIALS}-trial sweep at --max-concurrent 2, n={repeats}, "
+        "counting the trained ones"
     )
-    rows = [["projected study wall min", stat([total * s / 60.0 for s in per_trial])]]
+    rows = [["projected study wall min", stat([trained * s / 60.0 for s in per_trial])]]
     record = Path(args.study_storage) / "study.json" if args.study_storage else None
     if record is not None and record.is_file():
         done = json.loads(record.read_text())
