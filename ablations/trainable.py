@@ -47,6 +47,17 @@ class _Trial:
     provenance: Mapping[str, Any] | None = None  # the driver's code and data provenance
     device: str = "cpu"
 
+    def recorded_stages(self) -> set[int]:
+        """Stages this sweep's records already hold metrics of, for this run
+        (``records/metrics/<run_key>-s<stage>-<ns>.parquet``)."""
+        key = str(self.common["run_key"])
+        found = set()
+        for path in (self.root / "records" / "metrics").glob(f"{key}-s*-*.parquet"):
+            stage = path.name[len(key) + 2 :].split("-", 1)[0]
+            if stage.isdigit() and not path.name.startswith("."):
+                found.add(int(stage))
+        return found
+
     def write_run(self, status: str, stages_done: int, num_stages: int, **kw: Any) -> None:
         from ablations.provenance import run_provenance
 
@@ -155,8 +166,10 @@ def comet_trial(
         result = run_continual(cfg, out_dir=trial.work, on_stage_end=reporter,
                                device=_device(gpu_fraction))  # fmt: skip
         if result.resumed_from >= len(result.stages):  # finished before this call: a copied
-            for report in result.stages:  # donor, or a kill between checkpoint and records
-                reporter(report)  # (records are keyed: writing them again changes nothing)
+            recorded = trial.recorded_stages()  # donor, or a kill between checkpoint and records
+            for report in result.stages:
+                if report.index not in recorded:
+                    reporter(report)
     except Exception as exc:  # recorded, then re-raised so Tune marks the trial ERROR
         message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         trial.write_run(
