@@ -79,6 +79,17 @@ def write_stage_metrics(
     return path
 
 
+def recorded_stages(root: Path, run_key: str) -> set[int]:
+    """The stages of ``run_key`` whose metrics the records under ``root`` hold (from the file
+    names :func:`write_stage_metrics` gives; temporary dot files do not count)."""
+    found = set()
+    for path in (Path(root) / "records" / "metrics").glob(f"{run_key}-s*-*.parquet"):
+        stage = path.name[len(run_key) + 2 :].split("-", 1)[0]
+        if stage.isdigit() and not path.name.startswith("."):
+            found.add(int(stage))
+    return found
+
+
 def write_run(
     root: Path,
     *,

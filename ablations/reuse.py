@@ -59,21 +59,18 @@ def same_origin(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> bool:
 
 
 def _newest_status(files: list[Path]) -> dict[str, Any] | None:
-    """The newest row of one run's status files in one sweep (the file names end in ns)."""
+    """The newest row (``recorded_at``; on a tie the later file name, which ends in the write's
+    nanoseconds) of one run's status files in one sweep; a damaged file is skipped."""
     import pyarrow.parquet as pq
 
-    def stamp(p: Path) -> int:
-        tail = p.stem.rsplit("-", 1)[-1]
-        return int(tail) if tail.isdigit() else -1
-
-    for path in sorted(files, key=stamp, reverse=True):
+    rows = []
+    for path in sorted(files):
         try:
-            rows = pq.read_table(path).to_pylist()
+            rows += pq.read_table(path).to_pylist()
         except Exception:  # a damaged record is no donor
             continue
-        if rows:
-            return rows[-1]
-    return None
+    newest = max(enumerate(rows), key=lambda ir: (ir[1]["recorded_at"], ir[0]), default=None)
+    return None if newest is None else newest[1]
 
 
 def find_donor(

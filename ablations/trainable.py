@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ablations.keys import axes_of, resolve_flat, run_key
-from ablations.records import write_run, write_stage_metrics
+from ablations.records import recorded_stages, write_run, write_stage_metrics
 from ablations.reuse import CHECKPOINT, Donor, copied_donor, copy_donor, find_donor
 
 RESERVED = ("arm", "seed")
@@ -46,17 +46,6 @@ class _Trial:
     selected_on: str = ""  # search trials: the metric the search optimises
     provenance: Mapping[str, Any] | None = None  # the driver's code and data provenance
     device: str = "cpu"
-
-    def recorded_stages(self) -> set[int]:
-        """Stages this sweep's records already hold metrics of, for this run
-        (``records/metrics/<run_key>-s<stage>-<ns>.parquet``)."""
-        key = str(self.common["run_key"])
-        found = set()
-        for path in (self.root / "records" / "metrics").glob(f"{key}-s*-*.parquet"):
-            stage = path.name[len(key) + 2 :].split("-", 1)[0]
-            if stage.isdigit() and not path.name.startswith("."):
-                found.add(int(stage))
-        return found
 
     def write_run(self, status: str, stages_done: int, num_stages: int, **kw: Any) -> None:
         from ablations.provenance import run_provenance
@@ -112,7 +101,7 @@ def _reporter(trial: _Trial, metric: str) -> Callable[[Any], None]:
         scratch = trial.root / "scratch"
         scratch.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=scratch) as tmp:
-            shutil.copy2(report.checkpoint, Path(tmp) / "checkpoint.pt")
+            shutil.copy2(report.checkpoint, Path(tmp) / CHECKPOINT)
             tune.report(shown, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     return on_stage_end
@@ -154,10 +143,10 @@ def comet_trial(
                    selected_on=metric if variant == "search" else "", provenance=provenance,
                    device=_device_kind(gpu_fraction))  # fmt: skip
     restored = tune.get_checkpoint()
-    if restored is not None and not (trial.work / "checkpoint.pt").exists():
+    if restored is not None and not (trial.work / CHECKPOINT).exists():
         with restored.as_directory() as d:
             trial.work.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(Path(d) / "checkpoint.pt", trial.work / "checkpoint.pt")
+            shutil.copy2(Path(d) / CHECKPOINT, trial.work / CHECKPOINT)
     num_stages = stage_count(cfg.data.source, cfg.data.plan_file, cfg.data.stages)  # plan's own
     start = time.perf_counter()
     reporter = _reporter(trial, metric)
@@ -165,8 +154,8 @@ def comet_trial(
     try:
         result = run_continual(cfg, out_dir=trial.work, on_stage_end=reporter,
                                device=_device(gpu_fraction))  # fmt: skip
-        if result.resumed_from >= len(result.stages):  # finished before this call: a copied
-            recorded = trial.recorded_stages()  # donor, or a kill between checkpoint and records
+        if result.resumed_from >= len(result.stages):  # finished before this call (a copied
+            recorded = recorded_stages(trial.root, key)  # donor, or killed before its records)
             for report in result.stages:
                 if report.index not in recorded:
                     reporter(report)
