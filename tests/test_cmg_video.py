@@ -12,6 +12,8 @@ from comet_model.nn.cmg_video import (
     CMGVideoDecoder,
     CMGVideoSemantic,
     CMGVideoSpecificEncoder,
+    conv2d_nhwc,
+    conv_transpose2d_nhwc,
     to_grid,
 )
 
@@ -192,21 +194,76 @@ def test_parameter_counts_at_original_widths():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_memory_layouts_agree(dtype):
-    """The layout only changes the memory format of the convolutions, not the result."""
+    """The layout changes only how the convolutions run: outputs and every gradient agree."""
     x, vq = _video(dtype=dtype), _vq(dtype=dtype)
-    outs = []
-    for layout in ("auto", "channels_last", "contiguous"):
+    runs = []
+    for layout in ("contiguous", "auto", "channels_last", "matmul"):
         with torch.random.fork_rng():
             torch.manual_seed(0)
             enc = CMGVideoSpecificEncoder(C, W, layout=layout).to(dtype)
             dec = CMGVideoDecoder(D, W, C, layout=layout).to(dtype)
-        spec, club = enc(x)
-        outs.append((spec, club, dec(vq, spec)))
-    for other in outs[1:]:
-        for a, b in zip(outs[0], other, strict=True):
+        xg, vqg = x.clone().requires_grad_(True), vq.clone().requires_grad_(True)
+        spec, club = enc(xg)
+        out = dec(vqg, spec)
+        (out.pow(2).mean() + club.pow(2).mean()).backward()
+        grads = [xg.grad, vqg.grad] + [p.grad for p in [*enc.parameters(), *dec.parameters()]]
+        assert all(g is not None and g.abs().sum() > 0 for g in grads)
+        runs.append([spec, club, out, *grads])
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other, strict=True):
             torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="layout"):
         CMGVideoDecoder(D, W, C, layout="nhwc")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize(("k", "pad", "bias"), [(3, 0, True), (3, 1, False), (1, 0, True)])
+def test_matmul_convolutions_equal_torch(transposed, k, pad, bias):
+    """The matmul forms equal torch's convolutions, forward and backward (float64)."""
+    torch.manual_seed(0)
+    kind = nn.ConvTranspose2d if transposed else nn.Conv2d
+    conv = kind(5, 7, k, padding=pad, bias=bias).double()
+    x = torch.randn(3, 5, 6, 6, dtype=torch.float64, requires_grad=True)
+    ref = conv(x)
+    xh = x.detach().permute(0, 2, 3, 1).requires_grad_(True)  # [N, H, W, C]
+    got = (conv_transpose2d_nhwc if transposed else conv2d_nhwc)(xh, conv)
+    torch.testing.assert_close(got, ref.permute(0, 2, 3, 1))
+    g = torch.randn_like(ref)
+    want = torch.autograd.grad(ref, [x, *conv.parameters()], g)
+    have = torch.autograd.grad(got, [xh, *conv.parameters()], g.permute(0, 2, 3, 1))
+    torch.testing.assert_close(have[0], want[0].permute(0, 2, 3, 1))
+    for a, b in zip(have[1:], want[1:], strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_auto_layout_runs_the_3x3_grid_layers_as_matmuls_and_the_rest_as_torch_convolutions(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """float32 on CPU: torch's convolution only for the k x k layers of more than 9 positions."""
+    native: list[tuple[str, int]] = []
+    for kind in (nn.Conv2d, nn.ConvTranspose2d):
+        full = kind.forward
+
+        def spy(self, x, *a, _full=full, **kw):  # type: ignore[no-untyped-def]
+            native.append((type(self).__name__, self.kernel_size[0], x.shape[-1]))
+            return _full(self, x, *a, **kw)
+
+        monkeypatch.setattr(kind, "forward", spy)
+    _, enc, dec = _modules()
+    spec, _ = enc(_video())
+    dec(_vq(), spec)
+    # encoder: 7x7 -> 5x5 (25 positions) native; 5x5 -> 3x3 and the 3x3 layers as matmuls;
+    # decoder: 3x3 -> 5x5 transposed as a matmul; the 5x5 residual 3x3 and 5x5 -> 7x7 native
+    assert native == [("Conv2d", 3, 7), ("Conv2d", 3, 5), ("ConvTranspose2d", 3, 5)]
+    native.clear()
+    spec, _ = CMGVideoSpecificEncoder(C, W, layout="matmul")(_video())
+    CMGVideoDecoder(D, W, C, layout="matmul")(_vq(), spec)
+    assert native == []
+
+
+def test_matmul_layout_refuses_strided_convolutions():
+    with pytest.raises(ValueError, match="stride-1"):
+        conv2d_nhwc(torch.zeros(1, 5, 5, 2), nn.Conv2d(2, 3, 3, stride=2))
 
 
 def test_module_section_times_every_module_at_tiny_width(capsys, monkeypatch):
@@ -217,6 +274,10 @@ def test_module_section_times_every_module_at_tiny_width(capsys, monkeypatch):
 
     monkeypatch.setattr(cmg, "fwd_bwd_times", tiny)
     assert bench.main(["--sections", "cmg_modules", "--repeats", "1"]) == 0
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
-    timed = {r[0]: float(r[1]) for r in rows if r and r[0] in cmg.MODULES}
-    assert sorted(timed) == sorted(cmg.MODULES) and all(t > 0 for t in timed.values())
+    rows = [line.split("  ") for line in capsys.readouterr().out.splitlines()]
+    rows = [[c.strip() for c in r if c.strip()] for r in rows]
+    timed = {r[0]: float(r[1].split()[0]) for r in rows if r and r[0].split()[0] in cmg.MODULES}
+    expected = ["semantic"] + [
+        f"{m} ({layout})" for m in ("encoder", "decoder") for layout in cmg.CONV_LAYOUTS
+    ]
+    assert sorted(timed) == sorted(expected) and all(t > 0 for t in timed.values())

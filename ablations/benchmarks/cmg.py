@@ -26,8 +26,10 @@ from ablations.benchmarks.step import make_step
 
 __all__ = [
     "AVT_DIMS",
+    "CONV_LAYOUTS",
     "MODULES",
     "ORIGINAL_STEP_S",
+    "REFERENCE_F64_STEP_S",
     "avt_config",
     "avt_step_times",
     "fwd_bwd_times",
@@ -36,8 +38,14 @@ __all__ = [
 ]
 
 ORIGINAL_STEP_S = 222.8  # the original DCID's float64 step, B=80, 2 threads (dcid_reference 5.3)
+# Our float64 step at the same shapes and threads on the machine the original was timed on (a
+# 2-core AMD EPYC; daa40bc, README then: 187 s [186, 187]). On another machine, the original's
+# step is estimated as ORIGINAL_STEP_S * (our float64 step here) / REFERENCE_F64_STEP_S: both
+# are float64 convolution stacks of the same sizes, so they scale alike (an estimate, not a run).
+REFERENCE_F64_STEP_S = 187.0
 AVT_DIMS = {"audio": 128, "video": 7 * 7 * 512, "text": 768}  # the original's input widths
 MODULES = ("semantic", "encoder", "decoder")
+CONV_LAYOUTS = ("contiguous", "channels_last", "matmul", "auto")  # the layouts cmg_modules times
 
 
 def avt_config(**overrides: object):
@@ -81,7 +89,8 @@ def avt_step_times(
     return times
 
 
-def _case(name: str, batch: int, steps: int, width: int, dim: int, dtype, seed: int):
+def _case(name: str, batch: int, steps: int, width: int, dim: int, dtype, seed: int,
+          layout: str = "auto"):  # fmt: skip
     """The module ``name`` in ``dtype`` and a closure giving its scalar loss on fixed inputs."""
     import torch
 
@@ -90,7 +99,7 @@ def _case(name: str, batch: int, steps: int, width: int, dim: int, dtype, seed: 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     if name == "decoder":
-        module = CMGVideoDecoder(dim, width, 512).to(dtype)
+        module = CMGVideoDecoder(dim, width, 512, layout=layout).to(dtype)
         vq = torch.randn(batch, steps, dim, generator=g).to(dtype).requires_grad_(True)
         spec = torch.rand(batch, steps, 3, 3, width, generator=g).to(dtype).requires_grad_(True)
         return module, lambda: module(vq, spec).pow(2).mean()
@@ -98,7 +107,7 @@ def _case(name: str, batch: int, steps: int, width: int, dim: int, dtype, seed: 
     if name == "semantic":
         module = CMGVideoSemantic(512, 7).to(dtype)
         return module, lambda: module(video).pow(2).mean()
-    encoder = CMGVideoSpecificEncoder(512, width).to(dtype)
+    encoder = CMGVideoSpecificEncoder(512, width, layout=layout).to(dtype)
 
     def loss() -> torch.Tensor:  # both outputs, as in training (decoder path and CLUB path)
         spec, club = encoder(video)
@@ -118,13 +127,15 @@ def fwd_bwd_times(
     repeats: int = 3,
     warmup: int = 1,
     seed: int = 0,
+    layout: str = "auto",
 ) -> list[float]:
-    """Seconds of ``repeats`` forward+backward passes of module ``name`` after ``warmup``."""
+    """Seconds of ``repeats`` forward+backward passes of module ``name`` after ``warmup``
+    (``layout``: the convolutions' layout of the encoder and decoder, see ``nn/cmg_video.py``)."""
     import torch
 
     if name not in MODULES:
         raise ValueError(f"unknown module {name!r} (known: {MODULES})")
-    module, run = _case(name, batch, steps, width, dim, dtype or torch.float32, seed)
+    module, run = _case(name, batch, steps, width, dim, dtype or torch.float32, seed, layout)
     times = []
     for i in range(warmup + repeats):
         module.zero_grad(set_to_none=True)
@@ -146,7 +157,7 @@ def section_cmg(args: argparse.Namespace, repeats: int) -> None:
     import torch
 
     threads = torch.get_num_threads()
-    rows, medians = [], {}
+    runs, medians = [], {}
     for name, dtype, precision in PRECISIONS:
         if dtype == "float64" and not args.cmg_float64:
             continue
@@ -154,20 +165,38 @@ def section_cmg(args: argparse.Namespace, repeats: int) -> None:
         times = avt_step_times(dtype=getattr(torch, dtype), repeats=repeats, warmup=1,
                                overrides={"train.precision": precision})  # fmt: skip
         medians[name] = statistics.median(times)
-        speedup = ORIGINAL_STEP_S / medians[name]
-        rows.append([name, stat(times), f"{ORIGINAL_STEP_S}", f"{speedup:.2f}x"])
+        runs.append((name, times))
         progress(f"cmg: {name}: {num(medians[name])} s")
+    # the original's step on this machine, estimated through our float64 step (see the constants)
+    estimate = None
+    if "float64" in medians:
+        estimate = ORIGINAL_STEP_S * medians["float64"] / REFERENCE_F64_STEP_S
+    rows = []
+    for name, times in runs:
+        row = [name, stat(times), f"{ORIGINAL_STEP_S / medians[name]:.2f}x"]
+        if estimate is not None:
+            row.append(f"{estimate / medians[name]:.2f}x")
+        rows.append(row)
     print(
         f"one training step of DCID (no COMET) at the original's shapes: B=80, T=10, video "
         f"[80,10,7*7*512] through the CMG front end (width 2048), audio [80,10,128], text "
         f"[80,10,768] (no BiLSTM), D=256, 400 codes, 5 CLUB inner steps; {threads} threads; "
         f"after 1 warm-up step; n={repeats}. bf16: train.precision=bf16 (autocast; codebook and "
-        f"losses in float32). Original: float64 only, 2 threads, median of 5 steps measured on "
-        f"this machine (dcid_reference 5.3), not rerun here"
+        f"losses in float32). Original: float64 only, 2 threads, {ORIGINAL_STEP_S} s, the median "
+        f"of 5 steps measured on the 2-core machine of dcid_reference 5.3 (not rerun here; on "
+        f"that machine our float64 step took {REFERENCE_F64_STEP_S:.0f} s)"
     )
-    table(("precision", "our step s", "original float64 s", "original / ours"), rows)
+    headers = ["precision", "our step s", f"{ORIGINAL_STEP_S} s / ours"]
+    if estimate is not None:
+        print(
+            f"estimated original step on this machine: {ORIGINAL_STEP_S} x our float64 step "
+            f"here / {REFERENCE_F64_STEP_S:.0f} = {num(estimate)} s (not a run)"
+        )
+        headers.append(f"estimate {num(estimate)} s / ours")
+    table(headers, rows)
     ratio = medians["float32"] / medians["bf16 autocast"]
-    print(f"bf16 / float32 step time: {1 / ratio:.2f} (bf16 {ratio:.2f}x faster)")
+    speed = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+    print(f"bf16 / float32 step time: {1 / ratio:.2f} (bf16 {speed})")
 
 
 def section_cmg_modules(args: argparse.Namespace, repeats: int) -> None:
@@ -176,12 +205,16 @@ def section_cmg_modules(args: argparse.Namespace, repeats: int) -> None:
 
     rows = []
     for name in MODULES:
-        progress(f"cmg_modules: {name}: 1 warm-up + {repeats} passes")
-        rows.append(
-            [name, stat(fwd_bwd_times(name, dtype=torch.float32, repeats=repeats, warmup=1))]
-        )
+        for layout in ("auto",) if name == "semantic" else CONV_LAYOUTS:
+            label = name if name == "semantic" else f"{name} ({layout})"
+            progress(f"cmg_modules: {label}: 1 warm-up + {repeats} passes")
+            times = fwd_bwd_times(name, dtype=torch.float32, repeats=repeats, warmup=1,
+                                  layout=layout)  # fmt: skip
+            rows.append([label, stat(times)])
     print(
         f"forward + backward of one CMG video module (B=80, T=10, 7x7x512 maps, specific width "
-        f"2048, D=256), float32, {torch.get_num_threads()} threads, after 1 warm-up; n={repeats}"
+        f"2048, D=256), float32, {torch.get_num_threads()} threads, after 1 warm-up; n={repeats}; "
+        f"the encoder and decoder in each convolution layout (nn/cmg_video.py; auto, the default, "
+        f"mixes matmul and NCHW layers)"
     )
     table(("module", "fwd+bwd s"), rows)

@@ -14,12 +14,32 @@ Users of CMG's released features hold per-second VGG19 ``pool5`` maps ``[N, T, 7
 
 Every module takes the 5-D form ``[B, T, H, W, C]`` or the flattened form ``[B, T, H*W*C]`` (the
 layout our ``Sequences`` arrays use; C is the fastest axis). Frames are folded into the batch
-axis (no Python loop over frames). The convolutions run either on channels-last tensors (what
-the permuted input already is, no copy) or on a contiguous NCHW copy; ``layout="auto"`` picks
-NCHW for float32 on CPU and channels-last otherwise, because on a 2-thread CPU (torch 2.13)
-NCHW was about 30% faster in float32 and channels-last about 35% faster in float64 for these
-layer shapes. Nothing fixes the dtype: float32 is the default, float64 works (the original ran
-in float64 only).
+axis (no Python loop over frames). ``layout`` says how the convolutions run; every choice
+computes the same function with the same parameters (same state dict), only the speed differs:
+
+- ``"channels_last"``: torch's convolutions on channels-last tensors (what the permuted input
+  already is, no copy);
+- ``"contiguous"``: torch's convolutions on a contiguous NCHW copy;
+- ``"matmul"``: each convolution as one matmul on ``[N, H, W, C]`` maps, no NCHW at all: a
+  k x k convolution multiplies the ``k*k`` shifted slices of the (padded) map, concatenated on
+  the channel axis, by the weight reshaped to ``[out, k*k*in]``; a stride-1 transposed
+  convolution multiplies each input position by the weight reshaped to ``[in, k*k*out]`` and
+  adds the ``k*k`` blocks at their offsets (the scatter form, no multiplications by the zero
+  padding the direct form would add); a 1x1 convolution is a plain linear map;
+- ``"auto"``: for float32 on CPU, the matmul form on the layers of the small 3x3 grid (at most
+  9 positions per frame in the matmul: the encoder's 1024 -> 2048 and 2048 -> 2048 layers, the
+  decoder's first transposed convolution) and on every 1x1 layer, torch's NCHW convolutions on
+  the 5x5 and 7x7 layers; under CPU autocast ``"contiguous"``; channels-last otherwise.
+
+Why ``"auto"`` mixes: forward + backward at the original's shapes (800 frames, 2 threads, torch
+2.13, float32, on the 2-core Intel Xeon this was last timed on), the matmul form takes the 3x3,
+2048 -> 2048 convolution on 3x3 maps from 12.7 to 8.1 s, the 3x3, 1024 -> 2048 one from 5.4 to
+3.4 s and the first transposed convolution (3x3 -> 5x5 maps) from 9.4 to 5.7 s, but the 3x3
+convolution on 5x5 maps from 5.6 to 8.8 s and the last 3x3 transposed one from 2.9 to 4.2 s.
+On the AMD EPYC timed before, NCHW was about 30% faster than channels-last in float32 and
+channels-last about 35% faster in float64. ``ablations/bench.py --sections cmg_modules`` times
+every layout of each module. Nothing fixes the dtype: float32 is the default, float64 works
+(the original ran in float64 only).
 """
 
 from __future__ import annotations
@@ -27,6 +47,7 @@ from __future__ import annotations
 from typing import Literal, NamedTuple, cast, get_args
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -35,8 +56,11 @@ __all__ = [
     "CMGVideoSemantic",
     "CMGVideoSpecific",
     "CMGVideoSpecificEncoder",
+    "AUTO_MATMUL_POSITIONS",
     "Layout",
     "ResidualStack",
+    "conv2d_nhwc",
+    "conv_transpose2d_nhwc",
     "to_grid",
 ]
 
@@ -53,7 +77,11 @@ def to_grid(x: Tensor, grid: int, channels: int) -> Tensor:
     )
 
 
-Layout = Literal["auto", "channels_last", "contiguous"]
+Layout = Literal["auto", "channels_last", "contiguous", "matmul"]
+#: In the ``"auto"`` layout, a k x k layer runs in the matmul form when its matmul has at most
+#: this many positions per frame (output positions of a convolution, input positions of a
+#: transposed one); the others run as torch's NCHW convolutions (see the module docstring).
+AUTO_MATMUL_POSITIONS = 9
 
 
 def _check_layout(layout: str) -> Layout:
@@ -62,18 +90,111 @@ def _check_layout(layout: str) -> Layout:
     return cast(Layout, layout)
 
 
-def _frames_nchw(x: Tensor, layout: Layout) -> Tensor:
-    """``[B, T, H, W, C]`` -> ``[B*T, C, H, W]``: a channels-last view or a contiguous copy."""
-    y = rearrange(x, "b t h w c -> (b t) c h w")
-    auto_nchw = x.device.type == "cpu" and x.dtype == torch.float32
-    if layout == "contiguous" or (layout == "auto" and auto_nchw):
-        return y.contiguous()
-    return y
+def _resolve(layout: Layout, x: Tensor) -> Layout:
+    """``layout`` at ``x``'s device and dtype: ``"auto"`` stays itself only for float32 on CPU
+    without autocast (the mixed form, see the module docstring)."""
+    if layout != "auto":
+        return layout
+    if x.device.type == "cpu" and x.dtype == torch.float32:
+        return "contiguous" if torch.is_autocast_enabled("cpu") else "auto"
+    return "channels_last"
 
 
-def _frames_back(y: Tensor, batch: int) -> Tensor:
-    """``[B*T, C, H, W]`` -> ``[B, T, H, W, C]`` (a view; contiguous if ``y`` is channels-last)."""
-    return rearrange(y, "(b t) c h w -> b t h w c", b=batch)
+def _run_frames(stack: nn.Module, x: Tensor, layout: Layout) -> Tensor:
+    """``stack`` on every frame: ``[B, T, H, W, C]`` -> ``[B, T, H', W', C']``."""
+    layout = _resolve(layout, x)
+    if layout in ("matmul", "auto"):
+        frames = x.reshape(-1, *x.shape[2:])  # frames folded into the batch axis
+        y = _nhwc(stack, frames, mixed=layout == "auto")
+        return y.reshape(*x.shape[:2], *y.shape[1:])
+    y = rearrange(x, "b t h w c -> (b t) c h w")  # a channels-last view
+    y = stack(y.contiguous() if layout == "contiguous" else y)
+    return rearrange(y, "(b t) c h w -> b t h w c", b=x.shape[0])
+
+
+def _plain(conv: nn.Conv2d | nn.ConvTranspose2d) -> tuple[int, int]:
+    """``(k, padding)`` of a square, stride-1, undilated, ungrouped, zero-padded convolution."""
+    k, pad = conv.kernel_size, conv.padding
+    plain = (
+        k[0] == k[1]
+        and isinstance(pad, tuple)
+        and pad[0] == pad[1]
+        and conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and (not isinstance(conv, nn.ConvTranspose2d) or conv.output_padding == (0, 0))
+    )
+    if not plain:
+        raise ValueError(f"the matmul layout handles plain stride-1 convolutions only, not {conv}")
+    return k[0], int(pad[0])
+
+
+def conv2d_nhwc(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """``conv`` on ``[N, H, W, C]`` as one matmul: shifted slices times the reshaped weight."""
+    k, pad = _plain(conv)
+    w = conv.weight  # [out, in, k, k]
+    if k == 1 and pad == 0:
+        return F.linear(x, w.flatten(1), conv.bias)
+    if pad:
+        x = F.pad(x, (0, 0, pad, pad, pad, pad))
+    oh, ow = x.shape[1] - k + 1, x.shape[2] - k + 1
+    cols = torch.cat([x[:, i : i + oh, j : j + ow] for i in range(k) for j in range(k)], dim=-1)
+    return F.linear(cols, w.permute(0, 2, 3, 1).flatten(1), conv.bias)  # [N, oh, ow, out]
+
+
+def conv_transpose2d_nhwc(x: Tensor, conv: nn.ConvTranspose2d) -> Tensor:
+    """Stride-1 ``conv`` on ``[N, H, W, C]``: one matmul, then the ``k*k`` blocks summed at their
+    offsets: output ``(p + i - pad, q + j - pad)`` gets input ``(p, q)`` times ``W[:, :, i, j]``.
+    """
+    k, pad = _plain(conv)
+    w = conv.weight  # [in, out, k, k]
+    out = w.shape[1]
+    if k == 1 and pad == 0:
+        return F.linear(x, w.flatten(1).t(), conv.bias)
+    n, h, wd, _ = x.shape
+    blocks = F.linear(x, w.permute(2, 3, 1, 0).reshape(k * k * out, -1))  # [N, H, W, k*k*out]
+    blocks = blocks.unflatten(-1, (k * k, out))
+    y = x.new_zeros(n, h + k - 1, wd + k - 1, out)
+    for i in range(k):
+        for j in range(k):
+            y = y + F.pad(blocks[..., i * k + j, :], (0, 0, j, k - 1 - j, i, k - 1 - i))
+    if pad:
+        y = y[:, pad : y.shape[1] - pad, pad : y.shape[2] - pad]
+    return y if conv.bias is None else y + conv.bias
+
+
+def _matmul_positions(conv: nn.Conv2d | nn.ConvTranspose2d, x: Tensor) -> int:
+    """Positions per frame in ``conv``'s matmul form on ``x [N, H, W, C]``: 0 for a 1x1 layer."""
+    k, pad = _plain(conv)
+    if k == 1:
+        return 0
+    if isinstance(conv, nn.ConvTranspose2d):
+        return x.shape[1] * x.shape[2]
+    return (x.shape[1] + 2 * pad - k + 1) * (x.shape[2] + 2 * pad - k + 1)
+
+
+def _nhwc(module: nn.Module, x: Tensor, *, mixed: bool = False) -> Tensor:
+    """``module`` (a stack of the layers below) on ``[N, H, W, C]`` in the matmul form; with
+    ``mixed``, the k x k layers of more than ``AUTO_MATMUL_POSITIONS`` positions run as torch's
+    NCHW convolutions on a contiguous copy."""
+    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+        if mixed and _matmul_positions(module, x) > AUTO_MATMUL_POSITIONS:
+            return module(x.permute(0, 3, 1, 2).contiguous()).permute(0, 2, 3, 1)
+        if isinstance(module, nn.Conv2d):
+            return conv2d_nhwc(x, module)
+        return conv_transpose2d_nhwc(x, module)
+    if isinstance(module, nn.ReLU):
+        return torch.relu(x)
+    if isinstance(module, ResidualStack):
+        for layer in module.layers:
+            x = x + _nhwc(layer, x, mixed=mixed)
+        return torch.relu(x)
+    if isinstance(module, nn.Sequential):
+        for child in module:
+            x = _nhwc(child, x, mixed=mixed)
+        return x
+    raise TypeError(f"no matmul form for {type(module).__name__}")
 
 
 class ResidualStack(nn.Module):
@@ -206,7 +327,7 @@ class CMGVideoSpecificEncoder(nn.Module):
     def forward(self, x: Tensor) -> CMGVideoSpecific:
         """``x [B, T, g, g, C]`` or flat -> spec ``[B, T, g-4, g-4, channels]``, club vector."""
         x = to_grid(x, self.grid, self.in_channels)
-        spec = _frames_back(self.convs(_frames_nchw(x, self.layout)), x.shape[0])
+        spec = _run_frames(self.convs, x, self.layout)
         club = self.club_head(spec.mean(dim=(2, 3)))  # (b, t, club_dim)
         return CMGVideoSpecific(spec, club)
 
@@ -251,4 +372,4 @@ class CMGVideoDecoder(nn.Module):
         g = self.spec_grid
         tiled = self.vq_proj(vq)[:, :, None, None, :].expand(-1, -1, g, g, -1)
         h = torch.cat([spec, tiled], dim=-1)  # (b, t, g, g, channels + dim), channels last
-        return _frames_back(self.deconvs(_frames_nchw(h, self.layout)), vq.shape[0])
+        return _run_frames(self.deconvs, h, self.layout)
