@@ -152,13 +152,10 @@ def conv_transpose2d_nhwc(x: Tensor, conv: nn.ConvTranspose2d) -> Tensor:
     out = w.shape[1]
     if k == 1 and pad == 0:
         return F.linear(x, w.flatten(1).t(), conv.bias)
-    n, h, wd, _ = x.shape
     blocks = F.linear(x, w.permute(2, 3, 1, 0).reshape(k * k * out, -1))  # [N, H, W, k*k*out]
     blocks = blocks.unflatten(-1, (k * k, out))
-    y = x.new_zeros(n, h + k - 1, wd + k - 1, out)
-    for i in range(k):
-        for j in range(k):
-            y = y + F.pad(blocks[..., i * k + j, :], (0, 0, j, k - 1 - j, i, k - 1 - i))
+    pads = [(0, 0, j, k - 1 - j, i, k - 1 - i) for i in range(k) for j in range(k)]
+    y = sum(F.pad(blocks[..., b, :], p) for b, p in enumerate(pads))  # [N, H+k-1, W+k-1, out]
     if pad:
         y = y[:, pad : y.shape[1] - pad, pad : y.shape[2] - pad]
     return y if conv.bias is None else y + conv.bias
