@@ -12,6 +12,8 @@ from comet_model.nn.cmg_video import (
     CMGVideoDecoder,
     CMGVideoSemantic,
     CMGVideoSpecificEncoder,
+    _Col2im,
+    _Im2col,
     conv2d_nhwc,
     conv_transpose2d_nhwc,
     to_grid,
@@ -236,10 +238,28 @@ def test_matmul_convolutions_equal_torch(transposed, k, pad, bias):
         torch.testing.assert_close(a, b)
 
 
-def test_auto_layout_runs_the_3x3_grid_layers_as_matmuls_and_the_rest_as_torch_convolutions(
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_im2col_and_col2im_are_adjoint_with_exact_gradients(k):
+    """<im2col(x), c> = <x, col2im(c)>, and both custom backwards pass gradcheck (first and
+    second order, float64): each one's backward is the other."""
+    g = torch.Generator().manual_seed(k)
+    x = torch.randn(2, 5, 4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(2, 6 - k, 5 - k, k * k * 3, generator=g, dtype=torch.float64)
+    c.requires_grad_(True)
+    lhs = (_Im2col.apply(x, k) * c).sum()
+    rhs = (x * _Col2im.apply(c, k)).sum()
+    torch.testing.assert_close(lhs, rhs)
+    assert torch.autograd.gradcheck(lambda t: _Im2col.apply(t, k), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: _Im2col.apply(t, k), (x,))
+    assert torch.autograd.gradcheck(lambda t: _Col2im.apply(t, k), (c,))
+    assert torch.autograd.gradgradcheck(lambda t: _Col2im.apply(t, k), (c,))
+
+
+def test_auto_layout_runs_only_the_padded_5x5_layer_as_a_torch_convolution(
     monkeypatch: pytest.MonkeyPatch,
 ):
-    """float32 on CPU: torch's convolution only for the k x k layers of more than 9 positions."""
+    """float32 on CPU: torch's convolution only for padded k x k layers of more than 9 output
+    positions; every other layer in the matmul form."""
     native: list[tuple[str, int]] = []
     for kind in (nn.Conv2d, nn.ConvTranspose2d):
         full = kind.forward
@@ -252,9 +272,10 @@ def test_auto_layout_runs_the_3x3_grid_layers_as_matmuls_and_the_rest_as_torch_c
     _, enc, dec = _modules()
     spec, _ = enc(_video())
     dec(_vq(), spec)
-    # encoder: 7x7 -> 5x5 (25 positions) native; 5x5 -> 3x3 and the 3x3 layers as matmuls;
-    # decoder: 3x3 -> 5x5 transposed as a matmul; the 5x5 residual 3x3 and 5x5 -> 7x7 native
-    assert native == [("Conv2d", 3, 7), ("Conv2d", 3, 5), ("ConvTranspose2d", 3, 5)]
+    # encoder: every layer as a matmul (the unpadded 7x7 -> 5x5 and 5x5 -> 3x3 ones, the padded
+    # 3x3 on the 3x3 grid: 9 positions); decoder: the transposed layers as matmuls, the padded
+    # residual 3x3 on 5x5 maps (25 positions) native
+    assert native == [("Conv2d", 3, 5)]
     native.clear()
     spec, _ = CMGVideoSpecificEncoder(C, W, layout="matmul")(_video())
     CMGVideoDecoder(D, W, C, layout="matmul")(_vq(), spec)

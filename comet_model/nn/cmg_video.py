@@ -25,17 +25,23 @@ computes the same function with the same parameters (same state dict), only the 
   the channel axis, by the weight reshaped to ``[out, k*k*in]``; a stride-1 transposed
   convolution multiplies each input position by the weight reshaped to ``[in, k*k*out]`` and
   adds the ``k*k`` blocks at their offsets (the scatter form, no multiplications by the zero
-  padding the direct form would add); a 1x1 convolution is a plain linear map;
-- ``"auto"``: for float32 on CPU, the matmul form on the layers of the small 3x3 grid (at most
-  9 positions per frame in the matmul: the encoder's 1024 -> 2048 and 2048 -> 2048 layers, the
-  decoder's first transposed convolution) and on every 1x1 layer, torch's NCHW convolutions on
-  the 5x5 and 7x7 layers; under CPU autocast ``"contiguous"``; channels-last otherwise.
+  padding the direct form would add); a 1x1 convolution is a plain linear map. The shift-and-
+  concatenate (im2col) and the block sum (col2im) are adjoint, and each one's backward is the
+  other: autograd's own backward of k*k slices would allocate and zero a full-size map per
+  offset and add them all (with that backward, the DCID step at the original's shapes took
+  43.1 s in float32 against 38.9 s with this one, medians of 4 steps, 2 threads);
+- ``"auto"``: for float32 on CPU, the matmul form on every layer except the zero-padded k x k
+  convolutions of more than 9 output positions per frame (the decoder's residual 3x3 on 5x5
+  maps), which run as torch's NCHW convolutions; under CPU autocast ``"contiguous"``;
+  channels-last otherwise.
 
 Why ``"auto"`` mixes: forward + backward at the original's shapes (800 frames, 2 threads, torch
-2.13, float32, on the 2-core Intel Xeon this was last timed on), the matmul form takes the 3x3,
-2048 -> 2048 convolution on 3x3 maps from 12.7 to 8.1 s, the 3x3, 1024 -> 2048 one from 5.4 to
-3.4 s and the first transposed convolution (3x3 -> 5x5 maps) from 9.4 to 5.7 s, but the 3x3
-convolution on 5x5 maps from 5.6 to 8.8 s and the last 3x3 transposed one from 2.9 to 4.2 s.
+2.13, float32, the 2-core Intel Xeon this was last timed on), per layer, NCHW against the
+matmul form: the 3x3 1024 -> 2048 convolution (5x5 -> 3x3) 7.1 vs 3.4 s, the 3x3 512 -> 1024
+one (7x7 -> 5x5, no input gradient) 2.5 vs 1.9 s, the last transposed one (5x5 -> 7x7) 3.5 vs
+2.7 s, but the padded 3x3 1024 -> 1024 on 5x5 maps 5.4 vs 5.8 s. Whole modules, auto against
+the previous rule (matmul only on the 3x3 grid): decoder 14.3 and 16.5 s vs 12.5 and 14.7 s,
+encoder 17.1 and 16.4 vs 16.0 and 15.5 s (two rounds, median of 2 passes each).
 On the AMD EPYC timed before, NCHW was about 30% faster than channels-last in float32 and
 channels-last about 35% faster in float64. ``ablations/bench.py --sections cmg_modules`` times
 every layout of each module. Nothing fixes the dtype: float32 is the default, float64 works
@@ -78,9 +84,9 @@ def to_grid(x: Tensor, grid: int, channels: int) -> Tensor:
 
 
 Layout = Literal["auto", "channels_last", "contiguous", "matmul"]
-#: In the ``"auto"`` layout, a k x k layer runs in the matmul form when its matmul has at most
-#: this many positions per frame (output positions of a convolution, input positions of a
-#: transposed one); the others run as torch's NCHW convolutions (see the module docstring).
+#: In the ``"auto"`` layout, a zero-padded k x k convolution runs in the matmul form when it has
+#: at most this many output positions per frame, else as torch's NCHW convolution; every other
+#: layer runs in the matmul form (see the module docstring).
 AUTO_MATMUL_POSITIONS = 9
 
 
@@ -130,6 +136,56 @@ def _plain(conv: nn.Conv2d | nn.ConvTranspose2d) -> tuple[int, int]:
     return k[0], int(pad[0])
 
 
+def _offsets(k: int) -> list[tuple[int, int]]:
+    """The ``k*k`` kernel offsets in the order of the channel blocks below (row-major)."""
+    return [(i, j) for i in range(k) for j in range(k)]
+
+
+def _im2col(x: Tensor, k: int) -> Tensor:
+    """``[N, H, W, C]`` -> ``[N, H-k+1, W-k+1, k*k*C]``: the map shifted by every kernel offset,
+    the shifts concatenated on the channel axis (block ``i*k + j`` = offset ``(i, j)``)."""
+    oh, ow = x.shape[1] - k + 1, x.shape[2] - k + 1
+    return torch.cat([x[:, i : i + oh, j : j + ow] for i, j in _offsets(k)], dim=-1)
+
+
+def _col2im(cols: Tensor, k: int) -> Tensor:
+    """The adjoint of :func:`_im2col`: ``[N, h, w, k*k*C]`` -> ``[N, h+k-1, w+k-1, C]``, channel
+    block ``i*k + j`` added at offset ``(i, j)``."""
+    n, h, w, kkc = cols.shape
+    c = kkc // (k * k)
+    y = cols.new_zeros(n, h + k - 1, w + k - 1, c)
+    for b, (i, j) in enumerate(_offsets(k)):
+        y[:, i : i + h, j : j + w] += cols[..., b * c : (b + 1) * c]
+    return y
+
+
+class _Im2col(torch.autograd.Function):
+    """:func:`_im2col` whose backward is :func:`_col2im` (autograd's own backward of the slices
+    would allocate and zero one full-size map per kernel offset, then add them all)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, k: int) -> Tensor:  # type: ignore[override]
+        ctx.k = k
+        return _im2col(x, k)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return _Col2im.apply(grad, ctx.k), None
+
+
+class _Col2im(torch.autograd.Function):
+    """:func:`_col2im` whose backward is :func:`_im2col` (the two are adjoint)."""
+
+    @staticmethod
+    def forward(ctx, cols: Tensor, k: int) -> Tensor:  # type: ignore[override]
+        ctx.k = k
+        return _col2im(cols, k)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return _Im2col.apply(grad, ctx.k), None
+
+
 def conv2d_nhwc(x: Tensor, conv: nn.Conv2d) -> Tensor:
     """``conv`` on ``[N, H, W, C]`` as one matmul: shifted slices times the reshaped weight."""
     k, pad = _plain(conv)
@@ -138,8 +194,7 @@ def conv2d_nhwc(x: Tensor, conv: nn.Conv2d) -> Tensor:
         return F.linear(x, w.flatten(1), conv.bias)
     if pad:
         x = F.pad(x, (0, 0, pad, pad, pad, pad))
-    oh, ow = x.shape[1] - k + 1, x.shape[2] - k + 1
-    cols = torch.cat([x[:, i : i + oh, j : j + ow] for i in range(k) for j in range(k)], dim=-1)
+    cols = _Im2col.apply(x, k)  # [N, oh, ow, k*k*in]
     return F.linear(cols, w.permute(0, 2, 3, 1).flatten(1), conv.bias)  # [N, oh, ow, out]
 
 
@@ -149,32 +204,29 @@ def conv_transpose2d_nhwc(x: Tensor, conv: nn.ConvTranspose2d) -> Tensor:
     """
     k, pad = _plain(conv)
     w = conv.weight  # [in, out, k, k]
-    out = w.shape[1]
     if k == 1 and pad == 0:
         return F.linear(x, w.flatten(1).t(), conv.bias)
-    blocks = F.linear(x, w.permute(2, 3, 1, 0).reshape(k * k * out, -1))  # [N, H, W, k*k*out]
-    blocks = blocks.unflatten(-1, (k * k, out))
-    pads = [(0, 0, j, k - 1 - j, i, k - 1 - i) for i in range(k) for j in range(k)]
-    y = sum(F.pad(blocks[..., b, :], p) for b, p in enumerate(pads))  # [N, H+k-1, W+k-1, out]
+    blocks = F.linear(x, w.permute(2, 3, 1, 0).flatten(0, 2))  # [N, H, W, k*k*out]
+    y = _Col2im.apply(blocks, k)  # [N, H+k-1, W+k-1, out]
     if pad:
         y = y[:, pad : y.shape[1] - pad, pad : y.shape[2] - pad]
     return y if conv.bias is None else y + conv.bias
 
 
 def _matmul_positions(conv: nn.Conv2d | nn.ConvTranspose2d, x: Tensor) -> int:
-    """Positions per frame in ``conv``'s matmul form on ``x [N, H, W, C]``: 0 for a 1x1 layer."""
+    """The positions per frame that decide ``"auto"``'s form of ``conv`` on ``x [N, H, W, C]``:
+    the output positions of a zero-padded k x k convolution; 0 for every other layer (1x1,
+    unpadded and transposed layers always run as matmuls)."""
     k, pad = _plain(conv)
-    if k == 1:
+    if k == 1 or pad == 0 or isinstance(conv, nn.ConvTranspose2d):
         return 0
-    if isinstance(conv, nn.ConvTranspose2d):
-        return x.shape[1] * x.shape[2]
     return (x.shape[1] + 2 * pad - k + 1) * (x.shape[2] + 2 * pad - k + 1)
 
 
 def _nhwc(module: nn.Module, x: Tensor, *, mixed: bool = False) -> Tensor:
     """``module`` (a stack of the layers below) on ``[N, H, W, C]`` in the matmul form; with
-    ``mixed``, the k x k layers of more than ``AUTO_MATMUL_POSITIONS`` positions run as torch's
-    NCHW convolutions on a contiguous copy."""
+    ``mixed``, the padded k x k layers of more than ``AUTO_MATMUL_POSITIONS`` positions run as
+    torch's NCHW convolutions on a contiguous copy."""
     if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
         if mixed and _matmul_positions(module, x) > AUTO_MATMUL_POSITIONS:
             return module(x.permute(0, 3, 1, 2).contiguous()).permute(0, 2, 3, 1)
