@@ -106,6 +106,13 @@ def test_cmg_section_reports_every_precision_against_the_original(
         return full(**kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(cmg, "avt_step_times", tiny)
+    flops = cmg.avt_step_flops
+
+    def tiny_flops(**kw: object) -> int:
+        over = dict(kw["overrides"])  # type: ignore[arg-type]
+        return flops(**kw | {"batch": 2, "steps": 2, "overrides": over | {"model.cmg_width": 8}})
+
+    monkeypatch.setattr(cmg, "avt_step_flops", tiny_flops)
     assert bench.main(["--sections", "cmg", "--repeats", "2", "--cmg-float64"]) == 0
     out = capsys.readouterr().out
     assert calls == [(torch.float32, "fp32"), (torch.float32, "bf16"), (torch.float64, "fp32")]
@@ -121,6 +128,12 @@ def test_cmg_section_reports_every_precision_against_the_original(
         assert float(r[3].rstrip("x")) == pytest.approx(estimate / median, rel=0.02)
     assert "estimated original step on this machine" in out and "not a run" in out
     assert "bf16 / float32 step time" in out
+    floor = re.search(r"float32 step: ([\d.]+) GFLOP .*?([\d.]+) GFLOP/s = (\d+) % .*?\(([\d.]+) "
+                      r"GFLOP/s at .*would take ([\d.]+) s", out)  # fmt: skip
+    assert floor is not None
+    gflop, achieved, pct, peak = (float(floor[i]) for i in range(1, 5))
+    assert gflop > 0 and achieved == pytest.approx(gflop / medians["float32"], rel=0.05)
+    assert pct == pytest.approx(100 * achieved / peak, abs=1)
 
 
 def test_matmul_rates_are_one_per_repeat_and_positive() -> None:

@@ -22,7 +22,7 @@ import statistics
 import time
 
 from ablations.benchmarks.common import num, progress, stat, table
-from ablations.benchmarks.step import make_step
+from ablations.benchmarks.step import make_step, peak_matmul
 
 __all__ = [
     "AVT_DIMS",
@@ -31,6 +31,8 @@ __all__ = [
     "ORIGINAL_STEP_S",
     "REFERENCE_F64_STEP_S",
     "avt_config",
+    "avt_step",
+    "avt_step_flops",
     "avt_step_times",
     "fwd_bwd_times",
     "section_cmg",
@@ -57,18 +59,10 @@ def avt_config(**overrides: object):
     return preset("paper").override(flat | overrides)
 
 
-def avt_step_times(
-    *,
-    dtype=None,
-    batch: int = 80,
-    steps: int = 10,
-    repeats: int = 3,
-    warmup: int = 1,
-    seed: int = 0,
-    overrides: dict[str, object] | None = None,
-) -> list[float]:
-    """Seconds of ``repeats`` full training steps (forward, CLUB inner steps, backward, clip,
-    Adam, MM-EMA, dead-code reset) of DCID at the original's audio-video-text shapes."""
+def avt_step(*, dtype=None, batch: int = 80, steps: int = 10, seed: int = 0,
+             overrides: dict[str, object] | None = None):  # fmt: skip
+    """One full training step (forward, CLUB inner steps, backward, clip, Adam, MM-EMA,
+    dead-code reset) of DCID at the original's audio-video-text shapes per call."""
     import torch
 
     cfg = avt_config(**{"data.steps": steps, **(overrides or {})})
@@ -78,8 +72,13 @@ def avt_step_times(
     def draw(m: str, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
         return (torch.rand if m == "video" else torch.randn)(*shape, generator=g)  # pool5 >= 0
 
-    step = make_step(cfg, dims=dims, dtype=dtype or torch.float32, seed=seed, batch=batch,
+    return make_step(cfg, dims=dims, dtype=dtype or torch.float32, seed=seed, batch=batch,
                      inputs=draw)  # fmt: skip
+
+
+def avt_step_times(*, repeats: int = 3, warmup: int = 1, **kw: object) -> list[float]:
+    """Seconds of ``repeats`` steps of :func:`avt_step` (keywords as there) after ``warmup``."""
+    step = avt_step(**kw)  # type: ignore[arg-type]
     times = []
     for i in range(warmup + repeats):
         t0 = time.perf_counter()
@@ -87,6 +86,17 @@ def avt_step_times(
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return times
+
+
+def avt_step_flops(**kw: object) -> int:
+    """Matmul/convolution/attention FLOPs of one :func:`avt_step` (float32, after a warm-up)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step = avt_step(**kw)  # type: ignore[arg-type]
+    step()
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return int(counter.get_total_flops())
 
 
 def _case(name: str, batch: int, steps: int, width: int, dim: int, dtype, seed: int,
@@ -197,6 +207,21 @@ def section_cmg(args: argparse.Namespace, repeats: int) -> None:
     ratio = medians["float32"] / medians["bf16 autocast"]
     speed = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
     print(f"bf16 / float32 step time: {1 / ratio:.2f} (bf16 {speed})")
+    # how far the float32 step is from this machine's matmul rate, and what 10x would need
+    progress("cmg: counting the float32 step's FLOPs (one more step) and the matmul rate")
+    flops = avt_step_flops(dtype=torch.float32, overrides={"train.precision": "fp32"})
+    size, rates = peak_matmul(3)
+    peak = statistics.median(rates) * 1e9
+    achieved = flops / medians["float32"]
+    original = ORIGINAL_STEP_S if estimate is None else estimate
+    print(
+        f"FLOPs of the float32 step: {num(flops / 1e9)} GFLOP (matmul, convolution and "
+        f"attention only), "
+        f"{num(achieved / 1e9)} GFLOP/s = {100 * achieved / peak:.0f} % of this machine's dense "
+        f"float32 matmul rate ({peak / 1e9:.1f} GFLOP/s at {size}x{size}, {threads} threads); "
+        f"at that full rate the step would take {num(flops / peak)} s; 10x the original "
+        f"({num(original)} s{'' if estimate is None else ', estimated'}) is {num(original / 10)} s"
+    )
 
 
 def section_cmg_modules(args: argparse.Namespace, repeats: int) -> None:
