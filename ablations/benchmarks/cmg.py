@@ -22,7 +22,7 @@ import statistics
 import time
 
 from ablations.benchmarks.common import num, progress, stat, table
-from ablations.benchmarks.step import make_step, peak_matmul
+from ablations.benchmarks.step import count_flops, make_step, peak_matmul
 
 __all__ = [
     "AVT_DIMS",
@@ -89,14 +89,8 @@ def avt_step_times(*, repeats: int = 3, warmup: int = 1, **kw: object) -> list[f
 
 
 def avt_step_flops(**kw: object) -> int:
-    """Matmul/convolution/attention FLOPs of one :func:`avt_step` (float32, after a warm-up)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    step = avt_step(**kw)  # type: ignore[arg-type]
-    step()
-    with FlopCounterMode(display=False) as counter:
-        step()
-    return int(counter.get_total_flops())
+    """Matmul/convolution/attention FLOPs of one :func:`avt_step` (keywords as there)."""
+    return count_flops(avt_step(**kw))  # type: ignore[arg-type]
 
 
 def _case(name: str, batch: int, steps: int, width: int, dim: int, dtype, seed: int,

@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_DIMS",
     "FLOP_NOTE",
     "MATMUL_SIZES",
+    "count_flops",
     "make_step",
     "matmul_gflops",
     "peak_matmul",
@@ -111,15 +112,19 @@ def step_times(
     return times
 
 
-def step_flops(cfg, *, device: str = "cpu") -> int:
-    """Matmul/conv/attention FLOPs of one training step (forward and backward, one warm-up)."""
+def count_flops(step: Callable[[], None]) -> int:
+    """Matmul/conv/attention FLOPs of one call of ``step`` (after one uncounted warm-up call)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    step = make_step(cfg, device=device)
     step()
     with FlopCounterMode(display=False) as counter:
         step()
     return int(counter.get_total_flops())
+
+
+def step_flops(cfg, *, device: str = "cpu") -> int:
+    """Matmul/conv/attention FLOPs of one training step (forward and backward, one warm-up)."""
+    return count_flops(make_step(cfg, device=device))
 
 
 def matmul_gflops(size: int, repeats: int, *, device: str = "cpu") -> list[float]:
