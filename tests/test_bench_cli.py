@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 import subprocess
 import sys
@@ -126,6 +127,9 @@ def test_cmg_section_reports_every_precision_against_the_original(
         median = medians[r[0]]
         assert float(r[2].rstrip("x")) == pytest.approx(cmg.ORIGINAL_STEP_S / median, rel=0.01)
         assert float(r[3].rstrip("x")) == pytest.approx(estimate / median, rel=0.02)
+        if sys.platform == "linux":  # peak RSS of the set-up and steps, and its growth
+            peak, grown = float(r[4]), float(r[5])
+            assert peak > 100 and 0 <= grown <= peak  # torch alone is over 100 MiB resident
     assert "estimated original step on this machine" in out and "not a run" in out
     assert "bf16 / float32 step time" in out
     floor = re.search(r"float32 step: ([\d.]+) GFLOP .*?([\d.]+) GFLOP/s = (\d+) % .*?\(([\d.]+) "
@@ -134,6 +138,21 @@ def test_cmg_section_reports_every_precision_against_the_original(
     gflop, achieved, pct, peak = (float(floor[i]) for i in range(1, 5))
     assert gflop > 0 and achieved == pytest.approx(gflop / medians["float32"], rel=0.05)
     assert pct == pytest.approx(100 * achieved / peak, abs=1)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads and resets /proc/self VmHWM")
+def test_peak_rss_reset_forgets_a_freed_peak_and_sees_a_new_one() -> None:
+    big = torch.ones(64 * 2**20)  # 256 MiB, touched
+    assert common.peak_rss_mib() >= 256
+    del big
+    gc.collect()
+    if not common.reset_peak_rss():
+        pytest.skip("/proc/self/clear_refs is not writable here")
+    before = common.rss_mib()
+    assert before is not None and common.peak_rss_mib() < before + 64  # the old peak is gone
+    again = torch.ones(32 * 2**20)  # 128 MiB
+    assert common.peak_rss_mib() - before == pytest.approx(128, abs=24)
+    del again
 
 
 def test_matmul_rates_are_one_per_repeat_and_positive() -> None:

@@ -18,10 +18,19 @@ whose inputs come from trainable modules in training).
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import time
 
-from ablations.benchmarks.common import num, progress, stat, table
+from ablations.benchmarks.common import (
+    num,
+    peak_rss_mib,
+    progress,
+    reset_peak_rss,
+    rss_mib,
+    stat,
+    table,
+)
 from ablations.benchmarks.step import count_flops, make_step, peak_matmul
 
 __all__ = [
@@ -161,13 +170,16 @@ def section_cmg(args: argparse.Namespace, repeats: int) -> None:
     import torch
 
     threads = torch.get_num_threads()
-    runs, medians = [], {}
+    runs, medians, memory = [], {}, {}
     for name, dtype, precision in PRECISIONS:
         if dtype == "float64" and not args.cmg_float64:
             continue
         progress(f"cmg: {name}: 1 warm-up + {repeats} steps (minutes each at full size)")
+        gc.collect()  # the previous precision's model and batches are gone before the reset
+        peak_reset, before = reset_peak_rss(), rss_mib()
         times = avt_step_times(dtype=getattr(torch, dtype), repeats=repeats, warmup=1,
                                overrides={"train.precision": precision})  # fmt: skip
+        memory[name] = (before, peak_rss_mib()) if peak_reset and before is not None else None
         medians[name] = statistics.median(times)
         runs.append((name, times))
         progress(f"cmg: {name}: {num(medians[name])} s")
@@ -180,6 +192,8 @@ def section_cmg(args: argparse.Namespace, repeats: int) -> None:
         row = [name, stat(times), f"{ORIGINAL_STEP_S / medians[name]:.2f}x"]
         if estimate is not None:
             row.append(f"{estimate / medians[name]:.2f}x")
+        mem = memory[name]  # (RSS before the set-up, peak over set-up and steps), MiB
+        row += ["n/a", "n/a"] if mem is None else [f"{mem[1]:.0f}", f"{mem[1] - mem[0]:.0f}"]
         rows.append(row)
     print(
         f"one training step of DCID (no COMET) at the original's shapes: B=80, T=10, video "
@@ -197,6 +211,12 @@ def section_cmg(args: argparse.Namespace, repeats: int) -> None:
             f"here / {REFERENCE_F64_STEP_S:.0f} = {num(estimate)} s (not a run)"
         )
         headers.append(f"estimate {num(estimate)} s / ours")
+    print(
+        "memory: peak resident set size of this process over each precision's set-up (model, "
+        "Adam, 4 input batches) and steps (Linux VmHWM, reset before each precision; n/a "
+        "where it cannot be reset), and that peak minus the resident size before the set-up"
+    )
+    headers += ["peak RSS MiB", "peak - before MiB"]
     table(headers, rows)
     ratio = medians["float32"] / medians["bf16 autocast"]
     speed = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"

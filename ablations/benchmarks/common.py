@@ -21,8 +21,11 @@ __all__ = [
     "load_average",
     "num",
     "overrides",
+    "peak_rss_mib",
     "print_machine",
     "progress",
+    "reset_peak_rss",
+    "rss_mib",
     "section",
     "stat",
     "table",
@@ -31,6 +34,49 @@ __all__ = [
 
 class BenchError(RuntimeError):
     """A measurement that could not be taken (one-line message; exit status 1)."""
+
+
+def _status_mib(key: str) -> float | None:
+    """``key`` (``VmHWM``, ``VmRSS``) of /proc/self/status in MiB; None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return None
+
+
+def peak_rss_mib() -> float:
+    """Peak RSS of this process since its start or the last :func:`reset_peak_rss`: VmHWM of
+    /proc/self/status (Linux), else ru_maxrss.
+
+    Not the parent's ``ru_maxrss`` of a child: on Linux that inherits the spawning process's
+    peak across fork and exec, so a child of a big parent would report the parent's size.
+    """
+    peak = _status_mib("VmHWM")
+    if peak is not None:
+        return peak
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024.0
+
+
+def rss_mib() -> float | None:
+    """Current resident set size of this process in MiB (None where /proc is missing)."""
+    return _status_mib("VmRSS")
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS to its current RSS (Linux: ``5`` into
+    /proc/self/clear_refs); False where that is not possible (the peak then keeps counting
+    from the process start)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return _status_mib("VmHWM") is not None
 
 
 def num(x: float, sig: int = 3) -> str:

@@ -20,10 +20,16 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from ablations.benchmarks.common import BenchError, overrides, progress, stat, table
+from ablations.benchmarks.common import (
+    BenchError,
+    overrides,
+    peak_rss_mib,
+    progress,
+    stat,
+    table,
+)
 
 __all__ = ["SCALING", "TrialRun", "section_memory", "section_scaling", "section_trial",
            "trial_times", "worker"]  # fmt: skip
@@ -55,7 +61,7 @@ class TrialRun:
     stages: list[dict[str, Any]]  # its per-stage summaries ("(data)" first)
     process_s: float  # wall of the whole subprocess (interpreter start and imports included)
     cpu_s: float  # user + system CPU seconds of the subprocess
-    peak_rss_mib: float  # peak resident set size of the process (see _peak_rss_mib)
+    peak_rss_mib: float  # peak resident set size of the process (see common.peak_rss_mib)
 
 
 def _subprocess(spec: dict[str, Any]) -> TrialRun:
@@ -90,24 +96,6 @@ def _subprocess(spec: dict[str, Any]) -> TrialRun:
     )
 
 
-def _peak_rss_mib() -> float:
-    """Peak RSS of this process: VmHWM of /proc/self/status (Linux), else ru_maxrss.
-
-    Not the parent's ``ru_maxrss`` of the child: on Linux that inherits the spawning process's
-    peak across fork and exec, so a child of a big parent would report the parent's size.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0  # kB
-    except OSError:
-        pass
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024.0
-
-
 def worker(text: str) -> int:
     """Subprocess side: one trial (or only the imports) on ``threads`` threads; JSON on stdout."""
     spec = json.loads(text)
@@ -117,13 +105,13 @@ def worker(text: str) -> int:
     if spec["kind"] == "imports":
         import comet_model.continual.pipeline  # noqa: F401
 
-        print(json.dumps({"peak_rss_mib": _peak_rss_mib()}))
+        print(json.dumps({"peak_rss_mib": peak_rss_mib()}))
         return 0
     from comet_model.config import preset
 
     cfg = preset(spec["preset"]).override({**spec["overrides"], "train.threads": spec["threads"]})
     total, stages = trial_times(cfg)
-    result = {"total_s": total, "stages": stages, "peak_rss_mib": _peak_rss_mib()}
+    result = {"total_s": total, "stages": stages, "peak_rss_mib": peak_rss_mib()}
     print(json.dumps(result, default=str))
     return 0
 
