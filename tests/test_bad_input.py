@@ -259,6 +259,8 @@ def not_utf8(tmp: Path, plan: Path) -> None:
 NONE = lambda: None  # noqa: E731 (an array to remove)
 MEMORY = {"memory"}  # ids of cases run with 1 KiB of available memory
 
+# One case per line or two: a table to read, kept out of the formatter.
+# fmt: off
 CASES = [
     # config values: finite, in range, known, typed
     Case("lam-inf", "run", (*RUN, "--set", "ewc.lam=inf"), "ewc.lam: must be a finite number"),
@@ -277,174 +279,175 @@ CASES = [
     Case("not-a-number", "run", (*RUN, "--set", "model.dim=abc"), "model.dim: expected int"),
     Case("bad-split", "run", (*RUN, "--set", "eval.splits=val,train"), "eval.splits"),
     Case("plan-file-without-source", "run", (*RUN, "--set", "data.plan_file=p.toml"),
-         "data.plan_file: must be empty unless"),  # fmt: skip
+         "data.plan_file: must be empty unless"),
     Case("no-equals", "run", (*RUN, "--set", "ewc.lam"), "expected key=value"),
     Case("unknown-preset", "run", ("run", "--preset", "huge", "--out", "{tmp}/out"), "--preset"),
     Case("no-out", "run", ("run", "--preset", "smoke"), "--out"),
     Case("sweep-lam-inf", "sweep", (*SWEEP, "--set", "ewc.lam=inf"), "ewc.lam"),
     Case("sweep-seed-negative", "sweep", (*SWEEP[:-4], "--seeds", "0,-1", *SWEEP[-2:]),
-         "seed: must be in"),  # fmt: skip
+         "seed: must be in"),
     Case("sweep-max-failures", "sweep", (*SWEEP, "--max-failures", "-1"), "--max-failures"),
     # output folders
     Case("out-is-file", "run", RUN, "--out", write("out")),
     Case("out-under-file", "run", (*RUN[:-1], "{tmp}/f/sub"), "f is a file, not a folder",
-         write("f")),  # fmt: skip
+         write("f")),
     Case("out-broken-link", "run", RUN, "broken symbolic link", broken_link("out")),
     Case("out-read-only", "run", (*RUN[:-1], "{tmp}/ro/out"), "Permission denied",
-         read_only("ro"), needs_non_root=True),  # fmt: skip
+         read_only("ro"), needs_non_root=True),
     Case("storage-is-file", "sweep", SWEEP, "--storage", write("st")),
     Case("storage-under-file", "sweep", (*SWEEP[:-1], "{tmp}/f/st"), "is a file, not a folder",
-         write("f")),  # fmt: skip
+         write("f")),
     Case("storage-read-only", "sweep", (*SWEEP[:-1], "{tmp}/ro/st"), "Permission denied",
-         read_only("ro"), needs_non_root=True),  # fmt: skip
+         read_only("ro"), needs_non_root=True),
     Case("checkpoint-damaged", "run", RUN, "unreadable checkpoint (damaged, or not ours)",
-         write("out/checkpoint.pt", b"garbage")),  # fmt: skip
+         write("out/checkpoint.pt", b"garbage")),
     Case("checkpoint-not-zip", "run", RUN, "unreadable checkpoint (RuntimeError",
-         write("out/checkpoint.pt", b"PK\x03\x04junk")),  # fmt: skip
+         write("out/checkpoint.pt", b"PK\x03\x04junk")),
     Case("checkpoint-is-folder", "run", RUN, "unreadable checkpoint (Is a directory)",
-         folder("out/checkpoint.pt")),  # fmt: skip
+         folder("out/checkpoint.pt")),
     Case("report-out-is-file", "report", REPORT, "is a file, not a folder", write("report")),
     Case("report-out-under-file", "report", (*REPORT[:3], "{tmp}/f/r", "--no-pdf"),
-         "is a file, not a folder", write("f")),  # fmt: skip
+         "is a file, not a folder", write("f")),
     Case("report-out-read-only", "report", (*REPORT[:3], "{tmp}/ro/r", "--no-pdf"),
-         "Permission denied", read_only("ro"), needs_non_root=True),  # fmt: skip
+         "Permission denied", read_only("ro"), needs_non_root=True),
     Case("build-out-is-folder", "data", ("build", "--raw", "{tmp}", "--out", "{tmp}/d"),
-         "is a folder, expected a file name", folder("d")),  # fmt: skip
+         "is a folder, expected a file name", folder("d")),
     Case("import-out-is-file", "data",
          ("import-cmg", "--pretrain-csv", "{tmp}/a.csv", "--video-zips", "{tmp}/z", "--prompts",
           "{tmp}/p.csv", "--stages", "video-text", "--out", "{tmp}/o"),
-         "--out", both(folder("z"), write("o"))),  # fmt: skip
+         "--out", both(folder("z"), write("o"))),
     # sweep names and --fresh
     Case("name-parent", "sweep", (*SWEEP, "--name", "../victim", "--fresh"), "plain folder name",
-         victim),  # fmt: skip
+         victim),
     Case("name-absolute", "sweep", (*SWEEP, "--name", "{tmp}/victim", "--fresh"),
-         "plain folder name", victim),  # fmt: skip
+         "plain folder name", victim),
     Case("name-nested", "sweep", (*SWEEP, "--name", "a/b"), "plain folder name"),
     Case("name-dots", "sweep", (*SWEEP, "--name", ".."), "plain folder name"),
     Case("name-empty", "sweep", (*SWEEP, "--name", ""), "plain folder name"),
     Case("fresh-not-a-sweep", "sweep", (*SWEEP, "--name", "mine", "--fresh"), "holds no sweep",
-         other_folder),  # fmt: skip
+         other_folder),
     # stage plans: the plan file itself
     Case("plan-missing", "run", (*RUN, "--plan", "{tmp}/nope.toml"), "plan file not found"),
     Case("plan-is-folder", "run", (*RUN, "--plan", "{tmp}/pf"), "is a folder, expected a plan",
-         folder("pf")),  # fmt: skip
+         folder("pf")),
     Case("plan-type", "run", (*RUN, "--plan", "{tmp}/plan.txt"), "unknown plan type",
-         write("plan.txt", b"x")),  # fmt: skip
+         write("plan.txt", b"x")),
     Case("plan-syntax", "run", RUN_PLAN, "unreadable plan", prepend_plan("seed = = 1")),
     Case("plan-not-utf8", "data", CHECK, "not UTF-8", not_utf8),
     Case("plan-unknown-key", "run", RUN_PLAN, "unknown key 'epochs'", prepend_plan("epochs = 3")),
     Case("plan-seed-negative", "run", RUN_PLAN, "'seed' must be an integer in",
-         prepend_plan("seed = -1")),  # fmt: skip
+         prepend_plan("seed = -1")),
     Case("plan-val-fraction", "data", CHECK, "val_fraction", prepend_plan("val_fraction = 1.5")),
     Case("plan-stage-name-twice", "run", RUN_PLAN, "taken by an earlier stage",
-         edit_plan('name = "a-t"', 'name = "v-t"')),  # fmt: skip
+         edit_plan('name = "a-t"', 'name = "v-t"')),
     Case("plan-stage-name-comma", "data", CHECK, "has a comma",
-         edit_plan('name = "a-t"', 'name = "a,t"')),  # fmt: skip
+         edit_plan('name = "a-t"', 'name = "a,t"')),
     Case("plan-one-modality", "data", CHECK, "at least two distinct",
-         edit_plan('modalities = ["a", "t"]', 'modalities = ["a"]')),  # fmt: skip
+         edit_plan('modalities = ["a", "t"]', 'modalities = ["a"]')),
     Case("plan-mediator", "data", CHECK, "mediator", prepend_plan('mediator = "v"')),
     Case("plan-and-set-source", "run", (*RUN_PLAN, "--set", "data.source=digits"),
-         "--plan: conflicts with --set data.source"),  # fmt: skip
+         "--plan: conflicts with --set data.source"),
     Case("sweep-plan-missing", "sweep", (*SWEEP, "--plan", "{tmp}/nope.toml"), "not found"),
     Case("sweep-plan-is-folder", "sweep", (*SWEEP, "--plan", "{tmp}/pf"), "is a folder",
-         folder("pf")),  # fmt: skip
+         folder("pf")),
     # stage selection: --stages with a plan selects or reorders its stages, or is refused
     Case("stages-unknown", "run", (*RUN_PLAN, "--stages", "x-t"), "no stage named 'x-t'"),
     Case("stages-twice", "run", (*RUN_PLAN, "--stages", "v-t,v-t"), "distinct"),
     Case("stages-both-flags", "run", (*RUN_PLAN, "--stages", "v-t", "--set", "data.stages=a-t"),
-         "given twice"),  # fmt: skip
+         "given twice"),
     Case("sweep-stages-unknown", "sweep", (*SWEEP_PLAN, "--set", "data.stages=x-t"),
-         "no stage named 'x-t'"),  # fmt: skip
+         "no stage named 'x-t'"),
     Case("sweep-order-grid-on-plan", "sweep", ("--grid", "order", *SWEEP_PLAN[2:]),
-         "arm 'AT-VT-IT': "),  # fmt: skip
+         "arm 'AT-VT-IT': "),
     # files a plan names: readable, what their headers say, sizes against memory
     Case("file-missing", "run", RUN_PLAN, "s1.npz: file not found", remove("s1.npz")),
     Case("file-is-folder", "run", RUN_PLAN, "is a folder, expected a feature file",
-         both(remove("s1.npz"), folder("plan/s1.npz"))),  # fmt: skip
+         both(remove("s1.npz"), folder("plan/s1.npz"))),
     Case("file-unreadable", "run", RUN_PLAN, "cannot read (Permission denied)",
-         unreadable("s1.npz"), needs_non_root=True),  # fmt: skip
+         unreadable("s1.npz"), needs_non_root=True),
     Case("file-type", "data", CHECK, "unknown file type",
-         edit_plan('"s1.npz"', '"s1.csv"')),  # fmt: skip
+         edit_plan('"s1.npz"', '"s1.csv"')),
     Case("npz-not-zip", "run", RUN_PLAN, "not a zip archive", write("plan/s1.npz", b"x" * 99)),
     Case("npz-damaged-deflate", "run", RUN_PLAN, "damaged compressed data", damaged_deflate),
     Case("npz-absurd-header", "run", RUN_PLAN, "header claims shape (1000000000000, 4, 3)",
-         absurd_npz_header),  # fmt: skip
+         absurd_npz_header),
     Case("h5-unwritten-chunks", "run", RUN_PLAN, "chunks written",
-         h5_stage(unwritten_v((10**9, T, 3), chunks=(1, T, 3)))),  # fmt: skip
+         h5_stage(unwritten_v((10**9, T, 3), chunks=(1, T, 3)))),
     Case("h5-unwritten-contiguous", "data", CHECK, "stores 0",
-         h5_stage(unwritten_v((N, T, 3)))),  # fmt: skip
+         h5_stage(unwritten_v((N, T, 3)))),
     Case("h5-truncated", "run", RUN_PLAN, "unreadable HDF5", truncated_h5),
     Case("h5-not-hdf5", "data", CHECK, "unreadable HDF5", garbage_h5),
     Case("memory", "data", ("check", "{plan}", "--streaming", "off"), "of memory",
-         little_memory),  # fmt: skip
+         little_memory),
     # feature values
     Case("features-nan", "run", RUN_PLAN, "'v' contains NaN or Inf",
-         arrays("s0.npz", v=f32((N, T, 3), float("nan")))),  # fmt: skip
+         arrays("s0.npz", v=f32((N, T, 3), float("nan")))),
     Case("features-overflow-f32", "run", RUN_PLAN, "overflows float32",
-         arrays("s0.npz", v=f32((N, T, 3), 1e300))),  # fmt: skip
+         arrays("s0.npz", v=f32((N, T, 3), 1e300))),
     Case("features-int", "data", CHECK, "integer/bool dtype",
-         arrays("s0.npz", v=lambda: np.ones((N, T, 3), dtype=np.int32))),  # fmt: skip
+         arrays("s0.npz", v=lambda: np.ones((N, T, 3), dtype=np.int32))),
     Case("features-2d", "data", CHECK, "expected 3 [N, T, d]",
-         arrays("s0.npz", v=lambda: np.ones((N, T), dtype=np.float32))),  # fmt: skip
+         arrays("s0.npz", v=lambda: np.ones((N, T), dtype=np.float32))),
     Case("features-empty", "data", CHECK, "is empty",
-         arrays("s0.npz", v=lambda: np.ones((0, T, 3), dtype=np.float32))),  # fmt: skip
+         arrays("s0.npz", v=lambda: np.ones((0, T, 3), dtype=np.float32))),
     Case("features-n-differ", "data", CHECK, "N=",
-         arrays("s0.npz", v=f32((N - 1, T, 3)))),  # fmt: skip
+         arrays("s0.npz", v=f32((N - 1, T, 3)))),
     Case("features-d-differ", "data", CHECK, "has d=5",
-         arrays("s1.npz", t=f32((N, T, 5)))),  # fmt: skip
+         arrays("s1.npz", t=f32((N, T, 5)))),
     Case("features-missing", "data", CHECK, "missing array 'v'", arrays("s0.npz", v=NONE)),
     Case("mask-shape", "data", CHECK, "mask_v",
-         arrays("s0.npz", mask_v=lambda: np.ones((N, T + 1), dtype=bool))),  # fmt: skip
+         arrays("s0.npz", mask_v=lambda: np.ones((N, T + 1), dtype=bool))),
     # labels and label spaces (what the downstream evaluation needs)
     Case("downstream-no-labels", "run", RUN_PLAN, "needs labels", arrays("down.npz", labels=NONE)),
     Case("downstream-all-unknown", "run", RUN_PLAN, "no labelled step",
-         arrays("down.npz", labels=labels(fill=-1))),  # fmt: skip
+         arrays("down.npz", labels=labels(fill=-1))),
     Case("labels-uint32-unknown", "run", RUN_PLAN, "4294967295",
-         arrays("down.npz", labels=labels(dtype="uint32", first=2**32 - 1))),  # fmt: skip
+         arrays("down.npz", labels=labels(dtype="uint32", first=2**32 - 1))),
     Case("labels-below-minus-one", "run", RUN_PLAN, "below -1",
-         arrays("down.npz", labels=labels(first=-5))),  # fmt: skip
+         arrays("down.npz", labels=labels(first=-5))),
     Case("labels-float", "data", CHECK, "expected integers",
-         arrays("down.npz", labels=lambda: np.zeros((N, T), dtype=np.float32))),  # fmt: skip
+         arrays("down.npz", labels=lambda: np.zeros((N, T), dtype=np.float32))),
     Case("labels-shape", "data", CHECK, "'labels' has shape",
-         arrays("down.npz", labels=lambda: np.zeros((N, T + 1), dtype=np.int64))),  # fmt: skip
+         arrays("down.npz", labels=lambda: np.zeros((N, T + 1), dtype=np.int64))),
     Case("num-classes-absurd", "run", RUN_PLAN, "'num_classes' is 1000000000000000, at most",
-         prepend_plan("num_classes = 1000000000000000")),  # fmt: skip
+         prepend_plan("num_classes = 1000000000000000")),
     Case("num-classes-one", "run", RUN_PLAN, "need at least 2", prepend_plan("num_classes = 1")),
     Case("num-classes-below-labels", "data", CHECK, "labels reach 4",
-         prepend_plan("num_classes = 3")),  # fmt: skip
+         prepend_plan("num_classes = 3")),
     Case("num-classes-float", "data", CHECK, "non-negative integer",
-         prepend_plan("num_classes = 5.5")),  # fmt: skip
+         prepend_plan("num_classes = 5.5")),
     Case("one-class-labels", "run", RUN_PLAN, "need at least 2",
-         arrays("down.npz", labels=labels(fill=0))),  # fmt: skip
+         arrays("down.npz", labels=labels(fill=0))),
     Case("background-out-of-range", "data", CHECK, "background_class",
-         prepend_plan("background_class = 9")),  # fmt: skip
+         prepend_plan("background_class = 9")),
     Case("class-names-count", "data", CHECK, "class_names", prepend_plan('class_names = ["a"]')),
     Case("multi-hot-width", "data", CHECK, "multi-hot labels have 3 classes, num_classes is 5",
-         both(prepend_plan("num_classes = 5"), multi_hot_avvp(3))),  # fmt: skip
+         both(prepend_plan("num_classes = 5"), multi_hot_avvp(3))),
     Case("task-table-one-class", "data", CHECK, "at least 2",
-         append_plan("[downstream.ave]\nnum_classes = 1\n")),  # fmt: skip
+         append_plan("[downstream.ave]\nnum_classes = 1\n")),
     Case("sweep-labels-uint32", "sweep", SWEEP_PLAN, "4294967295",
-         arrays("down.npz", labels=labels(dtype="uint32", first=2**32 - 1))),  # fmt: skip
+         arrays("down.npz", labels=labels(dtype="uint32", first=2**32 - 1))),
     Case("sweep-features-nan", "sweep", SWEEP_PLAN, "NaN or Inf",
-         arrays("s1.npz", a=f32((N, T, 3), float("inf")))),  # fmt: skip
+         arrays("s1.npz", a=f32((N, T, 3), float("inf")))),
     # flags
     Case("check-streaming-choice", "data", (*CHECK, "--streaming", "sometimes"), "--streaming"),
     Case("check-no-plan", "data", ("check",), "PLAN"),
     Case("build-raw-missing", "data", ("build", "--raw", "{tmp}/raw", "--out", "{tmp}/b.npz"),
-         "raw data folder not found"),  # fmt: skip
+         "raw data folder not found"),
     Case("probe-bank-missing", "data", ("probe", "--bank", "{tmp}/bank.npz"), "bank file not"),
     Case("import-val-fraction-nan", "data",
          ("import-cmg", "--pretrain-csv", "{tmp}/a.csv", "--video-zips", "{tmp}/z", "--prompts",
           "{tmp}/p.csv", "--stages", "video-text", "--out", "{tmp}/o", "--val-fraction", "nan"),
-         "--val-fraction", folder("z")),  # fmt: skip
+         "--val-fraction", folder("z")),
     Case("sweep-unknown-grid", "sweep", ("--grid", "nope", *SWEEP[2:]), "unknown grid"),
     Case("report-unknown-flag", "report", (*REPORT, "--colour"), "unrecognized arguments"),
     Case("report-results-missing", "report", REPORT, "does not exist"),
     Case("report-results-file", "report", REPORT, "is a file, expected a results folder",
-         write("results")),  # fmt: skip
+         write("results")),
     Case("report-results-empty", "report", REPORT, "no sweep records", folder("results")),
     Case("report-records-garbage", "report", REPORT, "unreadable", results_records),
 ]
+# fmt: on
 
 
 def _main(command: str) -> Callable[[list[str]], int]:

@@ -79,8 +79,11 @@ def test_run_record_provenance_matches_the_running_environment(tmp_path: Path) -
     assert rec["python_version"] == platform.python_version()
     assert rec["device"].startswith("cpu: ") and len(rec["device"]) > len("cpu: ")
     if Path("/proc/cpuinfo").exists():
-        models = [ln.split(":", 1)[1].strip() for ln in
-                  Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")]
+        models = [
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ]
         assert not models or rec["device"] == f"cpu: {models[0]}"  # fmt: skip
     assert rec["threads"] == torch.get_num_threads()
     assert rec["precision"] == "fp32"  # no train.precision key yet

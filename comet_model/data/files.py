@@ -173,8 +173,7 @@ def check_fits_memory(where: str, nbytes: int, hint: str = "") -> None:
     free = available_memory()
     if free is not None and nbytes > free:
         raise DataError(
-            f"{where}: needs {format_bytes(nbytes)} of memory, {format_bytes(free)} "
-            f"available{hint}"
+            f"{where}: needs {format_bytes(nbytes)} of memory, {format_bytes(free)} available{hint}"
         )
 
 
