@@ -84,9 +84,9 @@ def test_run_record_provenance_matches_the_running_environment(tmp_path: Path) -
             for ln in Path("/proc/cpuinfo").read_text().splitlines()
             if ln.startswith("model name")
         ]
-        assert not models or rec["device"] == f"cpu: {models[0]}"  # fmt: skip
+        assert not models or rec["device"] == f"cpu: {models[0]}"
     assert rec["threads"] == torch.get_num_threads()
-    assert rec["precision"] == "fp32"  # no train.precision key yet
+    assert rec["precision"] == "fp32"  # the smoke preset's train.precision
     bank = default_bank_path()
     assert rec["data_fingerprint"] == _sha(bank)
     assert json.loads(rec["data_files"]) == {bank.name: _sha(bank)}
