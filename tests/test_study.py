@@ -109,3 +109,18 @@ def test_the_copies_the_benchmark_counts_are_runs_of_an_earlier_sweep() -> None:
     copies = study_copies("default")
     assert copies == {"ablations": 0, "methods": 3 * 5, "experts": 1 * 3, "headline-overlap": 0}
     assert sum(study_trials().values()) - sum(copies.values()) == 115
+
+
+def test_the_projection_pays_a_sweeps_fixed_cost_once_per_sweep() -> None:
+    """A 4-trial sweep of 100 s trials at 2 concurrent in 230 s wall has 30 s of per-sweep cost
+    (start, stop); 10 trials in 3 sweeps project to 3 x 30 + 10 x 50 s, not 10 x 230 / 4."""
+    from ablations.benchmarks.sweep import SweepRun
+    from ablations.benchmarks.throughput import project_study, sweep_overhead
+
+    run = SweepRun(230.0, [100.0, 100.0, 100.0, 100.0])
+    assert sweep_overhead(run) == pytest.approx(30.0)
+    assert project_study(run, trained=10, sweeps=3) == pytest.approx(3 * 30.0 + 10 * 50.0)
+    # uneven trials: the mean counts, and a wall below the trials' own floors the cost at 0
+    assert project_study(SweepRun(100.0, [60.0, 140.0]), trained=4, sweeps=1) == 200.0
+    assert sweep_overhead(SweepRun(100.0, [150.0, 150.0])) == 0.0
+    assert project_study(SweepRun(100.0, [150.0, 150.0]), trained=2, sweeps=5) == 150.0

@@ -8,8 +8,10 @@ same run; trials per minute of each and their ratio (new / old).
 
 ``study``: the number of trials of ``ablations/study.py`` (Table 6 and Table 1 at 5 seeds with
 their extra rows, the expert-count curve at 3 seeds, the overlap-plan headline at 5 seeds), the
-projected wall time from the sweep throughput measured here, and the measured wall time of a
-study run whose storage ``--study-storage`` names (``study.json``, written by the study).
+projected wall time from a 4-trial sweep measured here (its trials' mean wall at 2 concurrent
+per trained trial, plus its per-sweep cost once per sweep of the study: :func:`project_study`),
+and the measured wall time of a study run whose storage ``--study-storage`` names
+(``study.json``, written by the study).
 """
 
 from __future__ import annotations
@@ -23,9 +25,18 @@ import tempfile
 from pathlib import Path
 
 from ablations.benchmarks.common import BenchError, progress, stat, table
-from ablations.benchmarks.sweep import SWEEP_ARGS, SWEEP_TRIALS, run_sweep_command
+from ablations.benchmarks.sweep import SWEEP_ARGS, SWEEP_TRIALS, SweepRun, run_sweep_command
 
-__all__ = ["BASELINE_REF", "section_study", "section_throughput", "study_copies", "study_trials"]
+__all__ = [
+    "BASELINE_REF",
+    "STUDY_CONCURRENCY",
+    "project_study",
+    "section_study",
+    "section_throughput",
+    "study_copies",
+    "study_trials",
+    "sweep_overhead",
+]
 
 #: The code before the performance work of this round (the last commit before it).
 BASELINE_REF = "6c70361"
@@ -75,6 +86,29 @@ def section_throughput(args: argparse.Namespace, repeats: int) -> None:
     print(f"trials per minute, this code / baseline: {stat(ratios)}")
 
 
+STUDY_CONCURRENCY = 2  # ablations/study.py's default on 2 cores
+
+
+def sweep_overhead(run: SweepRun, concurrency: int = STUDY_CONCURRENCY) -> float:
+    """Seconds of a sweep's wall not spent running trials at ``concurrency`` (Ray start and
+    shutdown, set-up, the idle slot of an uneven last wave): its wall minus the trials' summed
+    wall over ``concurrency``, floored at 0."""
+    return max(0.0, run.wall_s - sum(run.trial_s) / concurrency)
+
+
+def project_study(
+    run: SweepRun, *, trained: int, sweeps: int, concurrency: int = STUDY_CONCURRENCY
+) -> float:
+    """Projected study wall seconds from one measured sweep: ``sweeps`` times its per-sweep cost
+    (:func:`sweep_overhead`) plus ``trained`` trials of its mean trial wall over ``concurrency``.
+
+    A plain ``trained x wall / trials`` counts a small sweep's fixed cost once per trial;
+    the study pays it once per sweep.
+    """
+    per_trial = statistics.fmean(run.trial_s) / concurrency
+    return sweeps * sweep_overhead(run, concurrency) + trained * per_trial
+
+
 def study_trials() -> dict[str, int]:
     """Trials of every sweep of ``ablations/study.py``."""
     from ablations.study import STUDY
@@ -109,22 +143,27 @@ def section_study(args: argparse.Namespace, repeats: int) -> None:
     """The study's trial count, projected wall time and (if recorded) measured wall time."""
     name = args.sweep_preset or args.preset
     counts = study_trials()
-    walls = []
+    runs = []
     for i in range(repeats):
         progress(f"study: a {SWEEP_TRIALS}-trial sweep to project from ({i + 1}/{repeats})")
-        walls.append(run_sweep_command(name, args.overrides, 2).wall_s)
-    per_trial = [w / SWEEP_TRIALS for w in walls]  # wall seconds per trial at 2 concurrent
+        runs.append(run_sweep_command(name, args.overrides, STUDY_CONCURRENCY))
     total = sum(counts.values())
     copies = study_copies(name)
     trained = total - sum(copies.values())
+    sweeps = len(counts)
     print(
         f"ablations/study.py: {total} trials ({', '.join(f'{k} {v}' for k, v in counts.items())})"
         f", {total - trained} of them copied from an earlier sweep of the study "
-        f"({', '.join(f'{k} {v}' for k, v in copies.items() if v)}), {trained} trained; "
-        f"projected from a {SWEEP_TRIALS}-trial sweep at --max-concurrent 2, n={repeats}, "
-        "counting the trained ones"
+        f"({', '.join(f'{k} {v}' for k, v in copies.items() if v)}), {trained} trained, in "
+        f"{sweeps} sweeps; projected from a {SWEEP_TRIALS}-trial sweep at --max-concurrent "
+        f"{STUDY_CONCURRENCY}, n={repeats}, counting the trained ones"
     )
-    rows = [["projected study wall min", stat([trained * s / 60.0 for s in per_trial])]]
+    plain = [trained * r.wall_s / SWEEP_TRIALS / 60.0 for r in runs]
+    split = [project_study(r, trained=trained, sweeps=sweeps) / 60.0 for r in runs]
+    rows = [
+        ["projected study wall min (per-sweep cost apart)", stat(split)],
+        [f"  the {SWEEP_TRIALS}-trial sweep's wall per trial x trained", stat(plain)],
+    ]
     record = Path(args.study_storage) / "study.json" if args.study_storage else None
     if record is not None and record.is_file():
         done = json.loads(record.read_text())
@@ -138,5 +177,10 @@ def section_study(args: argparse.Namespace, repeats: int) -> None:
     elif record is not None:
         rows.append(["measured study wall min", f"no {record}"])
     table(["what", "minutes"], rows)
-    median = statistics.median(per_trial)
-    print(f"wall seconds per trial at 2 concurrent: {stat(per_trial)} (median {median:.1f})")
+    per_trial = [r.wall_s / SWEEP_TRIALS for r in runs]
+    overhead = [sweep_overhead(r) for r in runs]
+    slot = [statistics.fmean(r.trial_s) / STUDY_CONCURRENCY for r in runs]
+    print(f"wall seconds per trial at {STUDY_CONCURRENCY} concurrent: {stat(per_trial)}; "
+          f"of the sweep: trials {stat(slot)} s each at {STUDY_CONCURRENCY} concurrent "
+          f"(their own wall over {STUDY_CONCURRENCY}), per-sweep cost (Ray start and stop, "
+          f"the last wave's idle slot) {stat(overhead)} s")  # fmt: skip
