@@ -36,6 +36,7 @@ __all__ = [
     "study_copies",
     "study_trials",
     "sweep_overhead",
+    "trial_slot",
 ]
 
 #: The code before the performance work of this round (the last commit before it).
@@ -96,17 +97,21 @@ def sweep_overhead(run: SweepRun, concurrency: int = STUDY_CONCURRENCY) -> float
     return max(0.0, run.wall_s - sum(run.trial_s) / concurrency)
 
 
+def trial_slot(run: SweepRun, concurrency: int = STUDY_CONCURRENCY) -> float:
+    """Wall seconds one trial of the sweep occupies at ``concurrency``: its mean wall over it."""
+    return statistics.fmean(run.trial_s) / concurrency
+
+
 def project_study(
     run: SweepRun, *, trained: int, sweeps: int, concurrency: int = STUDY_CONCURRENCY
 ) -> float:
     """Projected study wall seconds from one measured sweep: ``sweeps`` times its per-sweep cost
-    (:func:`sweep_overhead`) plus ``trained`` trials of its mean trial wall over ``concurrency``.
+    (:func:`sweep_overhead`) plus ``trained`` trials of :func:`trial_slot`.
 
     A plain ``trained x wall / trials`` counts a small sweep's fixed cost once per trial;
     the study pays it once per sweep.
     """
-    per_trial = statistics.fmean(run.trial_s) / concurrency
-    return sweeps * sweep_overhead(run, concurrency) + trained * per_trial
+    return sweeps * sweep_overhead(run, concurrency) + trained * trial_slot(run, concurrency)
 
 
 def study_trials() -> dict[str, int]:
@@ -179,7 +184,7 @@ def section_study(args: argparse.Namespace, repeats: int) -> None:
     table(["what", "minutes"], rows)
     per_trial = [r.wall_s / SWEEP_TRIALS for r in runs]
     overhead = [sweep_overhead(r) for r in runs]
-    slot = [statistics.fmean(r.trial_s) / STUDY_CONCURRENCY for r in runs]
+    slot = [trial_slot(r) for r in runs]
     print(f"wall seconds per trial at {STUDY_CONCURRENCY} concurrent: {stat(per_trial)}; "
           f"of the sweep: trials {stat(slot)} s each at {STUDY_CONCURRENCY} concurrent "
           f"(their own wall over {STUDY_CONCURRENCY}), per-sweep cost (Ray start and stop, "
